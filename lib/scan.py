@@ -1,0 +1,93 @@
+"""Linear recurrences along time: the parallel (associative) scan and its sequential reference.
+
+Every linear block in `lib.ssm` reduces to one of two recurrences over the time axis (axis -2 of
+an array shaped ``(..., T, N)``), started from a zero state:
+
+* diagonal:  h_t = a_t ⊙ h_{t-1} + b_t                                  (LRU, S5)
+* 2×2 block: [z_t; y_t] = M_t [z_{t-1}; y_{t-1}] + [f_t; g_t]            (LinOSS)
+
+Both are computed with ``jax.lax.associative_scan`` using the operator of S5 (Smith et al. 2023,
+§2.2 and App. H), (A_i, b_i) • (A_j, b_j) = (A_j A_i, A_j b_i + b_j), which is associative because
+affine maps compose associatively. ``mode="sequential"`` runs the same recurrence with
+``jax.lax.scan``, one step at a time: the reference the parallel path is checked against.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+MODES = ("parallel", "sequential")
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+
+
+def diagonal_operator(left, right):
+    """S5's binary operator for diagonal transitions: (a_i, b_i) • (a_j, b_j) = (a_j a_i, a_j b_i + b_j)."""
+    a_i, b_i = left
+    a_j, b_j = right
+    return a_j * a_i, a_j * b_i + b_j
+
+
+def linear_recurrence(a, b, *, mode: str = "parallel"):
+    """h_t = a_t ⊙ h_{t-1} + b_t with h_{-1} = 0, over axis -2 of ``b`` (shape ``(..., T, N)``).
+
+    ``a`` broadcasts against ``b`` (a time-invariant ``a`` of shape ``(N,)`` is fine). Returns all
+    states ``h`` with the shape and dtype of ``b`` (complex if either input is complex).
+    """
+    _check_mode(mode)
+    dtype = jnp.result_type(a, b)
+    b = jnp.asarray(b, dtype)
+    a = jnp.broadcast_to(jnp.asarray(a, dtype), b.shape)
+    if mode == "parallel":
+        _, h = jax.lax.associative_scan(diagonal_operator, (a, b), axis=b.ndim - 2)
+        return h
+    a_t, b_t = jnp.moveaxis(a, -2, 0), jnp.moveaxis(b, -2, 0)
+
+    def step(h, ab):
+        h = ab[0] * h + ab[1]
+        return h, h
+
+    _, h = jax.lax.scan(step, jnp.zeros_like(b_t[0]), (a_t, b_t))
+    return jnp.moveaxis(h, 0, -2)
+
+
+def block2_operator(left, right):
+    """The same operator for 2×2-block transitions stored as four diagonals (m11, m12, m21, m22)."""
+    (p11, p12, p21, p22), (f1, f2) = left
+    (q11, q12, q21, q22), (g1, g2) = right
+    M = (q11 * p11 + q12 * p21, q11 * p12 + q12 * p22,
+         q21 * p11 + q22 * p21, q21 * p12 + q22 * p22)
+    F = (q11 * f1 + q12 * f2 + g1, q21 * f1 + q22 * f2 + g2)
+    return M, F
+
+
+def block2_recurrence(M, F, *, mode: str = "parallel"):
+    """[z_t; y_t] = M_t [z_{t-1}; y_{t-1}] + F_t with zero initial state.
+
+    ``M = (m11, m12, m21, m22)``: four arrays broadcastable to the state shape ``(..., T, N)``;
+    ``F = (f_z, f_y)``: two arrays of that shape. Returns ``(z, y)``, each ``(..., T, N)``.
+    """
+    _check_mode(mode)
+    f1, f2 = F
+    dtype = jnp.result_type(*M, f1, f2)
+    shape = jnp.broadcast_shapes(jnp.shape(f1), jnp.shape(f2))
+    M = tuple(jnp.broadcast_to(jnp.asarray(m, dtype), shape) for m in M)
+    F = tuple(jnp.broadcast_to(jnp.asarray(f, dtype), shape) for f in F)
+    if mode == "parallel":
+        _, (z, y) = jax.lax.associative_scan(block2_operator, (M, F), axis=len(shape) - 2)
+        return z, y
+    Mt = tuple(jnp.moveaxis(m, -2, 0) for m in M)
+    Ft = tuple(jnp.moveaxis(f, -2, 0) for f in F)
+
+    def step(state, inputs):
+        z, y = state
+        (m11, m12, m21, m22), (g1, g2) = inputs
+        z, y = m11 * z + m12 * y + g1, m21 * z + m22 * y + g2
+        return (z, y), (z, y)
+
+    zero = jnp.zeros(shape[:-2] + shape[-1:], dtype)
+    _, (z, y) = jax.lax.scan(step, (zero, zero), (Mt, Ft))
+    return jnp.moveaxis(z, 0, -2), jnp.moveaxis(y, 0, -2)
