@@ -1,0 +1,261 @@
+"""The classifier and the depth policy: ``blocks`` unique residual blocks applied ``loops`` times.
+
+A looped SSM has k = ``blocks`` unique residual blocks θ_1..θ_k and applies them as a cycle
+``loops`` = L times, θ_1..θ_k, θ_1..θ_k, ... — depth k·L with the parameters of k blocks:
+
+    h_0 = E(u)                                  encoder, (B, T, C) -> (B, T, H)
+    h_{i+1} = Block_{θ_(i mod k)}(h_i)          i = 0 .. k·L − 1, each a whole sequence pass
+    logits = W · mean_t(h_{kL}) + c             head
+
+Every application is a whole sequence-to-sequence pass and the SSM state starts from zero each
+time: sequence recurrence inside, depth recurrence outside (the plain weight-tied "flat loop";
+the Looped SSMs paper does not publish its loop equation, see ``reproduction-protocol.md`` §1.4).
+Optional input injection adds the encoded input back before every application but the first,
+h_{i+1} = Block(h_i + h_0); it is off by default and not claimed by the paper.
+
+The standard model of the same depth is ``blocks = k·L, loops = 1``. It contains the looped one:
+tie its blocks and it computes the same function — ``untie`` builds that standard model from a
+looped one, block i a copy of θ_(i mod k), and the checks show the logits agree.
+
+Residual blocks (peer code, Log-NCDE / LinOSS ``models/{LRU,S5,LinOSS}.py``; LrcSSM
+``experiments/lrc_ssm``):
+
+* LRU, S5, LinOSS — pre-norm: ``x + Dropout(GLU(Dropout(GELU(SSM(BatchNorm(x))))))`` with
+  GLU(x) = W_1 x ⊙ σ(W_2 x), BatchNorm without affine parameters over batch and time, dropout
+  0.1 (LRU) / 0.05 (S5, LinOSS); linear encoder; mean over time then a linear head.
+* LrcSSM — ``h = LN(h); x = LRC(h); x = LN(x + h); h = MLP(x) + x`` with LayerNorm without affine
+  parameters and MLP = Linear → ReLU → Linear; MLP encoder; an MLP applied to every timestep and
+  then averaged over time as the head; no dropout.
+"""
+from __future__ import annotations
+
+import dataclasses
+import numbers
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from lib.ssm import SSM_NAMES, make_ssm
+
+#: dropout rate of the peers' block per SSM (Log-NCDE / LinOSS repositories; LrcSSM uses none)
+DROPOUT = {"lru": 0.1, "s5": 0.05, "linoss-im": 0.05, "linoss-imex": 0.05, "lrcssm": 0.0}
+NORMS = ("batch", "layer", "none")
+MODES = ("parallel", "sequential")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Everything ``build_model`` needs to rebuild a model; saved in run records."""
+
+    ssm: str
+    blocks: int
+    loops: int
+    hidden: int
+    state: int
+    in_features: int
+    num_classes: int
+    seed: int = 0
+    dropout: float | None = None
+    norm: str | None = None
+    input_injection: bool = False
+    mode: str = "parallel"
+    ssm_options: tuple = ()
+
+    @property
+    def depth(self) -> int:
+        return self.blocks * self.loops
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["ssm_options"] = dict(self.ssm_options)
+        return d
+
+
+def _positive_int(name: str, value, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def validate_config(cfg: ModelConfig) -> ModelConfig:
+    """Check every argument once, with an error that names it."""
+    if cfg.ssm not in SSM_NAMES:
+        raise ValueError(f"ssm must be one of {list(SSM_NAMES)}, got {cfg.ssm!r}")
+    for name in ("blocks", "loops", "hidden", "state", "in_features"):
+        _positive_int(name, getattr(cfg, name))
+    _positive_int("num_classes", cfg.num_classes, 2)
+    _positive_int("seed", cfg.seed, 0)
+    if cfg.dropout is not None and not 0.0 <= cfg.dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {cfg.dropout!r}")
+    if cfg.norm is not None and cfg.norm not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}, got {cfg.norm!r}")
+    if cfg.mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {cfg.mode!r}")
+    return cfg
+
+
+class MLP(nnx.Module):
+    """Linear -> ReLU -> Linear."""
+
+    def __init__(self, d_in: int, d_hidden: int, d_out: int, *, rngs: nnx.Rngs):
+        self.fc1 = nnx.Linear(d_in, d_hidden, rngs=rngs)
+        self.fc2 = nnx.Linear(d_hidden, d_out, rngs=rngs)
+
+    def __call__(self, x):
+        return self.fc2(jax.nn.relu(self.fc1(x)))
+
+
+def _norm(kind: str, hidden: int, rngs: nnx.Rngs):
+    if kind == "batch":  # statistics over batch and time, per channel; no affine (peers)
+        return nnx.BatchNorm(hidden, use_bias=False, use_scale=False, momentum=0.99, rngs=rngs)
+    if kind == "layer":
+        return nnx.LayerNorm(hidden, use_bias=False, use_scale=False, rngs=rngs)
+    return None
+
+
+class SSMBlock(nnx.Module):
+    """Pre-norm residual block around a linear SSM: ``x + Drop(GLU(Drop(GELU(SSM(Norm(x))))))``."""
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        H = cfg.hidden
+        self.norm = _norm(cfg.norm or "batch", H, rngs)
+        self.ssm = make_ssm(cfg.ssm, H, cfg.state, rngs=rngs, **dict(cfg.ssm_options))
+        self.W1 = nnx.Linear(H, H, rngs=rngs)  # GLU(x) = W1 x ⊙ σ(W2 x)
+        self.W2 = nnx.Linear(H, H, rngs=rngs)
+        rate = DROPOUT[cfg.ssm] if cfg.dropout is None else cfg.dropout
+        self.dropout = nnx.Dropout(rate, rngs=rngs)
+        self.mode = cfg.mode
+
+    def __call__(self, x):
+        skip = x
+        if self.norm is not None:
+            x = self.norm(x)
+        x = self.ssm(x, mode=self.mode)
+        x = self.dropout(jax.nn.gelu(x))
+        x = self.W1(x) * jax.nn.sigmoid(self.W2(x))
+        x = self.dropout(x)
+        return skip + x
+
+
+class LrcBlock(nnx.Module):
+    """LrcSSM's block: ``h = LN(h); x = LRC(h); x = LN(x + h); h = MLP(x) + x``."""
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        H = cfg.hidden
+        kind = cfg.norm or "layer"
+        self.norm1 = _norm(kind, H, rngs)
+        self.ssm = make_ssm(cfg.ssm, H, cfg.state, rngs=rngs, **dict(cfg.ssm_options))
+        self.norm2 = _norm(kind, H, rngs)
+        self.mlp = MLP(H, H, H, rngs=rngs)
+        self.dropout = nnx.Dropout(DROPOUT["lrcssm"] if cfg.dropout is None else cfg.dropout, rngs=rngs)
+        self.mode = cfg.mode
+
+    def __call__(self, h):
+        if self.norm1 is not None:
+            h = self.norm1(h)
+        x = self.ssm(h, mode=self.mode)
+        x = x + h
+        if self.norm2 is not None:
+            x = self.norm2(x)
+        return self.dropout(self.mlp(x)) + x
+
+
+class LoopedClassifier(nnx.Module):
+    """Encoder, ``blocks`` unique residual blocks applied as a cycle ``loops`` times, head.
+
+    ``model(x)`` maps ``(batch, T, in_features)`` to logits ``(batch, num_classes)``;
+    ``model(x, loops=n)`` runs ``n`` cycles instead of the ``loops`` it was built with (test-time
+    depth); ``model.iterates(x)`` returns the hidden sequence after every block application.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        cfg = validate_config(cfg)
+        self.config = cfg
+        rngs = nnx.Rngs(params=cfg.seed, dropout=cfg.seed)
+        H = cfg.hidden
+        lrc = cfg.ssm == "lrcssm"
+        self.encoder = MLP(cfg.in_features, H, H, rngs=rngs) if lrc else nnx.Linear(cfg.in_features, H, rngs=rngs)
+        block = LrcBlock if lrc else SSMBlock
+        self.blocks = nnx.List([block(cfg, rngs=rngs) for _ in range(cfg.blocks)])
+        self.head = MLP(H, H, cfg.num_classes, rngs=rngs) if lrc else nnx.Linear(H, cfg.num_classes, rngs=rngs)
+
+    # -- the depth policy -------------------------------------------------------------------
+    def schedule(self, loops: int | None = None) -> list[int]:
+        """Which unique block each of the k·L applications uses: 0..k−1 repeated ``loops`` times."""
+        loops = self.config.loops if loops is None else _positive_int("loops", loops)
+        return [j for _ in range(loops) for j in range(len(self.blocks))]
+
+    def _check_input(self, x):
+        if x.ndim != 3:
+            raise ValueError(f"x must have shape (batch, T, in_features), got shape {tuple(x.shape)}")
+        if x.shape[-1] != self.config.in_features:
+            raise ValueError(
+                f"x has {x.shape[-1]} features but the model was built with in_features={self.config.in_features}"
+            )
+
+    def _run(self, x, loops, keep: bool):
+        self._check_input(x)
+        h0 = self.encoder(x)
+        h, states = h0, []
+        for i, j in enumerate(self.schedule(loops)):
+            if self.config.input_injection and i > 0:
+                h = h + h0
+            h = self.blocks[j](h)
+            if keep:
+                states.append(h)
+        return h, states
+
+    def readout(self, h):
+        """The head: mean over time, then linear (LrcSSM: per-timestep MLP, then mean over time)."""
+        if self.config.ssm == "lrcssm":
+            return self.head(h).mean(axis=-2)
+        return self.head(h.mean(axis=-2))
+
+    def __call__(self, x, loops: int | None = None):
+        h, _ = self._run(x, loops, keep=False)
+        return self.readout(h)
+
+    def iterates(self, x, loops: int | None = None):
+        """Hidden sequences after every application: ``(blocks·loops, batch, T, hidden)``."""
+        _, states = self._run(x, loops, keep=True)
+        return jnp.stack(states)
+
+
+def build_model(ssm: str, blocks: int, loops: int, hidden: int, state: int, in_features: int,
+                num_classes: int, seed: int = 0, *, dropout: float | None = None, norm: str | None = None,
+                input_injection: bool = False, mode: str = "parallel", **ssm_options) -> LoopedClassifier:
+    """Build a looped (``blocks`` < depth) or standard (``loops == 1``) SSM classifier.
+
+    ``ssm`` is one of ``lib.ssm.SSM_NAMES``; extra keyword arguments go to the SSM layer (e.g.
+    ``ssm_blocks=4`` for S5's block-diagonal init, ``r_min=0.9`` for LRU). ``norm`` defaults to the
+    peers' choice (batch norm for LRU/S5/LinOSS, layer norm for LrcSSM).
+    """
+    cfg = ModelConfig(ssm=ssm, blocks=blocks, loops=loops, hidden=hidden, state=state,
+                      in_features=in_features, num_classes=num_classes, seed=seed, dropout=dropout,
+                      norm=norm, input_injection=bool(input_injection), mode=mode,
+                      ssm_options=tuple(sorted(ssm_options.items())))
+    return LoopedClassifier(cfg)
+
+
+def untie(model: LoopedClassifier) -> LoopedClassifier:
+    """The standard model containing ``model``: ``blocks·loops`` untied blocks, block i a copy of
+    unique block ``i mod blocks`` (weights and norm statistics), with the same encoder and head.
+    It computes the same function as ``model`` at the depth ``model`` was built with."""
+    cfg = model.config
+    std_cfg = dataclasses.replace(cfg, blocks=cfg.blocks * cfg.loops, loops=1)
+    standard = LoopedClassifier(std_cfg)
+    standard.encoder = nnx.clone(model.encoder)
+    standard.head = nnx.clone(model.head)
+    standard.blocks = nnx.List([nnx.clone(model.blocks[j]) for j in model.schedule()])
+    return standard
+
+
+def count_params(model: nnx.Module) -> dict:
+    """Trainable parameter counts: ``{"total": ..., "blocks": ...}`` (``blocks``: the residual blocks)."""
+    def size(tree):
+        return int(sum(x.size for x in jax.tree.leaves(tree)))
+
+    total = size(nnx.state(model, nnx.Param))
+    blocks = size(nnx.state(model.blocks, nnx.Param)) if hasattr(model, "blocks") else 0
+    return {"total": total, "blocks": blocks}

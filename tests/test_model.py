@@ -1,0 +1,172 @@
+"""The classifier and the depth policy: inclusion (untie), parameter counts, test-time depth, errors."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import lib
+from lib.model import DROPOUT
+
+SSMS = list(lib.SSM_NAMES)
+H, P, C_IN, K = 16, 16, 5, 3
+
+
+def _x(T=40, batch=4, seed=1):
+    return jax.random.normal(jax.random.key(seed), (batch, T, C_IN))
+
+
+def _model(ssm, blocks, loops, **kw):
+    return lib.build_model(ssm=ssm, blocks=blocks, loops=loops, hidden=H, state=P, in_features=C_IN,
+                           num_classes=K, seed=0, **kw)
+
+
+@pytest.mark.parametrize("ssm", SSMS)
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_untie_reproduces_looped_logits(ssm, k):
+    """The paper's inclusion claim: the standard model with tied blocks is the looped model."""
+    loops = 6 // k
+    looped = _model(ssm, k, loops)
+    looped.eval()
+    standard = lib.untie(looped)
+    standard.eval()
+    x = _x()
+    a, b = looped(x), standard(x)
+    assert a.shape == (4, K)
+    assert float(jnp.max(jnp.abs(a - b))) <= 1e-5
+    # the hidden states agree after every application too
+    np.testing.assert_allclose(looped.iterates(x), standard.iterates(x), atol=1e-5)
+    # parameter counts: the untied model's blocks hold loops × the looped model's
+    cl, cs = lib.count_params(looped), lib.count_params(standard)
+    assert cs["blocks"] == loops * cl["blocks"]
+    assert cs["total"] - cs["blocks"] == cl["total"] - cl["blocks"]
+    assert standard.config.blocks == 6 and standard.config.loops == 1
+
+
+def test_untie_in_train_mode_without_dropout():
+    looped = _model("s5", 2, 3, dropout=0.0)
+    standard = lib.untie(looped)
+    x = _x()
+    np.testing.assert_allclose(looped(x), standard(x), atol=1e-5)  # batch statistics in both
+
+
+def test_untie_after_training_step_keeps_norm_statistics():
+    looped = _model("lru", 1, 3)
+    looped.train()
+    looped(_x(seed=3))  # updates the running statistics of the batch norm
+    looped.eval()
+    standard = lib.untie(looped)
+    standard.eval()
+    np.testing.assert_allclose(looped(_x()), standard(_x()), atol=1e-5)
+
+
+def test_schedule_and_iterates():
+    m = _model("s5", 2, 3)
+    assert m.schedule() == [0, 1, 0, 1, 0, 1]
+    assert m.schedule(1) == [0, 1]
+    m.eval()
+    states = m.iterates(_x())
+    assert states.shape == (6, 4, 40, H)
+    # the last iterate is what the head reads
+    np.testing.assert_allclose(m.readout(states[-1]), m(_x()), atol=1e-6)
+
+
+def test_test_time_depth():
+    m = _model("s5", 1, 4)
+    m.eval()
+    x = _x()
+    assert m(x, loops=2).shape == (4, K)
+    assert m.iterates(x, loops=7).shape == (7, 4, 40, H)
+    # running more loops is the same as running the first loops and then continuing
+    np.testing.assert_allclose(m.iterates(x, loops=7)[:4], m.iterates(x), atol=1e-6)
+    assert float(jnp.max(jnp.abs(m(x, loops=2) - m(x)))) > 1e-6
+
+
+def test_input_injection_option_changes_function_and_keeps_inclusion():
+    a = _model("s5", 1, 3)
+    b = _model("s5", 1, 3, input_injection=True)
+    a.eval(), b.eval()
+    x = _x()
+    assert float(jnp.max(jnp.abs(a(x) - b(x)))) > 1e-5
+    s = lib.untie(b)
+    s.eval()
+    np.testing.assert_allclose(b(x), s(x), atol=1e-5)
+
+
+def test_param_counts_scale_with_blocks_not_loops():
+    c1 = lib.count_params(_model("lru", 1, 6))
+    c6 = lib.count_params(_model("lru", 6, 1))
+    c1b = lib.count_params(_model("lru", 1, 2))
+    assert c1 == c1b
+    assert c6["blocks"] == 6 * c1["blocks"]
+    assert c1["total"] > c1["blocks"] > 0
+
+
+def test_dropout_defaults_and_train_eval_switch():
+    m = _model("lru", 1, 2)
+    assert m.blocks[0].dropout.rate == DROPOUT["lru"] == 0.1
+    x = _x()
+    m.train()
+    a, b = m(x), m(x)  # dropout draws differ
+    assert float(jnp.max(jnp.abs(a - b))) > 0
+    m.eval()
+    np.testing.assert_array_equal(m(x), m(x))
+
+
+def test_model_is_jittable_and_differentiable():
+    from flax import nnx
+
+    m = _model("s5", 1, 3)
+
+    @nnx.jit
+    def loss_fn(model, x):
+        return jnp.mean(model(x) ** 2)
+
+    grads = nnx.grad(loss_fn)(m, _x())
+    leaves = jax.tree.leaves(grads)
+    assert leaves and all(bool(jnp.all(jnp.isfinite(g))) for g in leaves)
+
+
+@pytest.mark.parametrize("ssm", SSMS)
+def test_finite_logits_and_grads_long_sequence(ssm):
+    from flax import nnx
+
+    m = lib.build_model(ssm=ssm, blocks=1, loops=2, hidden=8, state=8, in_features=3, num_classes=2, seed=0)
+    x = jax.random.normal(jax.random.key(0), (2, 3000, 3))
+
+    def loss_fn(model):
+        return jnp.mean(model(x) ** 2)
+
+    loss, grads = nnx.value_and_grad(loss_fn)(m)
+    assert bool(jnp.isfinite(loss))
+    assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"ssm": "mamba"}, "ssm must be one of"),
+        ({"blocks": 0}, "blocks must be an integer >= 1"),
+        ({"loops": 0}, "loops must be an integer >= 1"),
+        ({"loops": 2.5}, "loops must be an integer >= 1"),
+        ({"hidden": -1}, "hidden must be an integer >= 1"),
+        ({"num_classes": 1}, "num_classes must be an integer >= 2"),
+        ({"mode": "fast"}, "mode must be one of"),
+        ({"norm": "group"}, "norm must be one of"),
+        ({"dropout": 1.0}, "dropout must be in"),
+    ],
+)
+def test_bad_arguments(kwargs, match):
+    args = dict(ssm="s5", blocks=1, loops=2, hidden=8, state=8, in_features=3, num_classes=2, seed=0)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        lib.build_model(**args)
+
+
+def test_bad_input_shape_and_loops():
+    m = _model("s5", 1, 2)
+    with pytest.raises(ValueError, match=r"x must have shape \(batch, T, in_features\)"):
+        m(jnp.zeros((40, C_IN)))
+    with pytest.raises(ValueError, match="x has 4 features but the model was built with in_features=5"):
+        m(jnp.zeros((2, 40, 4)))
+    with pytest.raises(ValueError, match="loops must be an integer >= 1"):
+        m(_x(), loops=0)
