@@ -41,6 +41,7 @@ T ≤ 3000 (measured in ``tests/test_lrcssm.py``); ``newton_residual`` shows the
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -49,19 +50,99 @@ from flax import nnx
 from lib.scan import _check_mode, linear_recurrence
 
 sigmoid = jax.nn.sigmoid
+CLIP = 1e8  # bound on intermediate Newton iterates, as ELK's deer.py (clip_ytnext)
+PARAMS = ("sigma_s", "mu_s", "W_f", "W_z", "sigma_x", "mu_x", "w_f", "w_z", "g_leak", "v_leak", "k", "beta")
+
+
+# ---- the cell ------------------------------------------------------------------------------------
+def sensory(p, u):
+    """The x-independent parts W_f s_u and W_z s_u for all t at once: two (..., T, P) arrays."""
+    s_u = sigmoid(p["sigma_s"] * (u - p["mu_s"]))
+    return s_u @ p["W_f"].T, s_u @ p["W_z"].T
+
+
+def cell(p, x, Wf_su, Wz_su, step=1.0):
+    """One step x_{t-1} -> x_t = f(x_{t-1}, u_t); elementwise in x, broadcasts over leading axes."""
+    s_x = sigmoid(p["sigma_x"] * (x - p["mu_x"]))
+    a = -sigmoid(p["g_leak"] + Wf_su + p["w_f"] * s_x)
+    b = p["v_leak"] * jnp.tanh(p["g_leak"] + Wz_su + p["w_z"] * s_x)
+    eps = sigmoid(p["k"] * x + p["beta"]) * step
+    return x + eps * (a * x + b)
+
+
+# ---- solvers (drive = sensory(p, u); states (..., T, P)) ----------------------------------------
+def solve_sequential(p, drive, step):
+    def body(x, d):
+        x = cell(p, x, *d, step)
+        return x, x
+    d_t = tuple(jnp.moveaxis(d, -2, 0) for d in drive)
+    _, xs = jax.lax.scan(body, jnp.zeros_like(d_t[0][0]), d_t)
+    return jnp.moveaxis(xs, 0, -2)
+
+
+def newton_step(p, drive, x, step, fixed_jacobian=False):
+    """One DEER step from the trajectory guess ``x``: returns the next guess."""
+    x_prev = jnp.concatenate([jnp.zeros_like(x[..., :1, :]), x[..., :-1, :]], axis=-2)
+    # f is elementwise in x, so the JVP along ones is exactly diag(∂f/∂x).
+    fx, J = jax.jvp(lambda y: cell(p, y, *drive, step), (x_prev,), (jnp.ones_like(x_prev),))
+    if fixed_jacobian:
+        J = jax.lax.stop_gradient(J)
+    x = linear_recurrence(J, fx - J * x_prev, mode="parallel")
+    if fixed_jacobian:
+        return x
+    # The peer's guard for intermediate iterates ("workaround for rnn" in ELK's deer.py).
+    return jnp.where(jnp.isnan(x), 0.0, jnp.clip(x, -CLIP, CLIP))
+
+
+def solve_parallel(p, drive, step, iters, tol=None):
+    p_sg, drive_sg = jax.lax.stop_gradient((p, drive))
+    newton = lambda x: newton_step(p_sg, drive_sg, x, step)
+    x, n = jnp.zeros_like(drive[0]), iters - 1
+    if tol is None:  # fixed count
+        x = jax.lax.fori_loop(0, n, lambda _, x: newton(x), x)
+    else:  # stop early once max |x^(i+1) - x^(i)| <= tol (the peer's rule, with tol 1e-4)
+        def body(carry):
+            i, x, _ = carry
+            x_next = newton(x)
+            return i + 1, x_next, jnp.max(jnp.abs(x_next - x))
+        carry = (0, x, jnp.asarray(jnp.inf, x.dtype))
+        x = jax.lax.while_loop(lambda c: (c[0] < n) & (c[2] > tol), body, carry)[1]
+    # One differentiable Newton step at the (converged) solution gives the implicit gradient.
+    return newton_step(p, drive, jax.lax.stop_gradient(x), step, fixed_jacobian=True)
+
+
+@partial(jax.jit, static_argnames=("mode", "step", "iters", "tol"))
+def solve(p, u, *, mode, step, iters, tol):
+    drive = sensory(p, u)
+    return solve_parallel(p, drive, step, iters, tol) if mode == "parallel" else solve_sequential(p, drive, step)
+
+
+@partial(jax.jit, static_argnames=("step", "iters"))
+def residuals(p, u, *, step, iters):
+    """max |x^(i) - x_seq| for the iterates x^(0) = 0, ..., x^(iters), without gradients."""
+    p, drive = jax.lax.stop_gradient((p, sensory(p, u)))
+    def body(x, _):
+        x = newton_step(p, drive, x, step)
+        return x, x
+    x0 = jnp.zeros_like(drive[0])
+    xs = jnp.concatenate([x0[None], jax.lax.scan(body, x0, None, length=iters)[1]])
+    return jnp.max(jnp.abs(xs - solve_sequential(p, drive, step)).reshape(iters + 1, -1), axis=1)
 
 
 class LrcSSM(nnx.Module):
     """LRC cell over ``state`` units; ``(..., T, hidden) -> (..., T, hidden)`` float32."""
 
     def __init__(self, hidden: int, state: int, *, rngs: nnx.Rngs, newton_iters: int = 12,
-                 step: float = 1.0):
+                 newton_tol: float | None = None, step: float = 1.0):
         for name, value in (("hidden", hidden), ("state", state), ("newton_iters", newton_iters)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if not step > 0:
             raise ValueError(f"step must be positive, got {step!r}")
-        self.hidden, self.state, self.newton_iters, self.step = hidden, state, newton_iters, float(step)
+        if newton_tol is not None and not newton_tol > 0:
+            raise ValueError(f"newton_tol must be None or positive, got {newton_tol!r}")
+        self.hidden, self.state, self.step = hidden, state, float(step)
+        self.newton_iters, self.newton_tol = newton_iters, newton_tol
         lim = 1.0 / math.sqrt(state)
         init = lambda *shape: nnx.Param(
             jax.random.uniform(rngs.params(), shape, jnp.float32, -lim, lim))
@@ -73,61 +154,10 @@ class LrcSSM(nnx.Module):
         self.k, self.beta = init(P), init(P)
         self.C = init(H, P) if P != H else None
 
-    # ---- the cell -------------------------------------------------------------------------------
-    def _params(self):
-        names = ("sigma_s", "mu_s", "W_f", "W_z", "sigma_x", "mu_x", "w_f", "w_z",
-                 "g_leak", "v_leak", "k", "beta")
-        return {n: getattr(self, n)[...] for n in names}
+    def params(self):
+        """The cell parameters as a dict of arrays, keyed by the names in ``PARAMS``."""
+        return {n: getattr(self, n)[...] for n in PARAMS}
 
-    @staticmethod
-    def _sensory(p, u):
-        """The x-independent parts W_f s_u and W_z s_u, for all t at once: two (..., T, P) arrays."""
-        s_u = sigmoid(p["sigma_s"] * (u - p["mu_s"]))
-        return s_u @ p["W_f"].T, s_u @ p["W_z"].T
-
-    def _f(self, p, x, Wf_su, Wz_su):
-        """One step x_{t-1} -> x_t (elementwise in x; broadcasts over any leading axes)."""
-        s_x = sigmoid(p["sigma_x"] * (x - p["mu_x"]))
-        a = -sigmoid(p["g_leak"] + Wf_su + p["w_f"] * s_x)
-        b = p["v_leak"] * jnp.tanh(p["g_leak"] + Wz_su + p["w_z"] * s_x)
-        eps = sigmoid(p["k"] * x + p["beta"]) * self.step
-        return x + eps * (a * x + b)
-
-    # ---- solvers --------------------------------------------------------------------------------
-    def _sequential(self, p, drive):
-        def body(x, d):
-            x = self._f(p, x, *d)
-            return x, x
-        d_t = tuple(jnp.moveaxis(d, -2, 0) for d in drive)
-        _, xs = jax.lax.scan(body, jnp.zeros_like(d_t[0][0]), d_t)
-        return jnp.moveaxis(xs, 0, -2)
-
-    def _newton(self, p, drive, x, *, fixed_jacobian=False):
-        """One DEER step from the trajectory guess ``x`` (..., T, P): returns the next guess."""
-        x_prev = jnp.concatenate([jnp.zeros_like(x[..., :1, :]), x[..., :-1, :]], axis=-2)
-        # f is elementwise in x, so the JVP along ones is exactly diag(∂f/∂x).
-        fx, J = jax.jvp(lambda y: self._f(p, y, *drive), (x_prev,), (jnp.ones_like(x_prev),))
-        if fixed_jacobian:
-            J = jax.lax.stop_gradient(J)
-        return linear_recurrence(J, fx - J * x_prev, mode="parallel")
-
-    def _iterates(self, p, drive, iters):
-        """x^{(0)} = 0, ..., x^{(iters)} without gradients, stacked on a new leading axis."""
-        p, drive = jax.lax.stop_gradient((p, drive))
-        def body(x, _):
-            x = self._newton(p, drive, x)
-            return x, x
-        x0 = jnp.zeros_like(drive[0])
-        _, xs = jax.lax.scan(body, x0, None, length=iters)
-        return jnp.concatenate([x0[None], xs])
-
-    def _parallel(self, p, drive):
-        p_sg, drive_sg = jax.lax.stop_gradient((p, drive))
-        x = jax.lax.fori_loop(0, self.newton_iters - 1,
-                              lambda _, x: self._newton(p_sg, drive_sg, x), jnp.zeros_like(drive[0]))
-        return self._newton(p, drive, jax.lax.stop_gradient(x), fixed_jacobian=True)
-
-    # ---- public ---------------------------------------------------------------------------------
     def _check_input(self, u):
         u = jnp.asarray(u, jnp.float32)
         if u.ndim < 2 or u.shape[-1] != self.hidden:
@@ -137,23 +167,16 @@ class LrcSSM(nnx.Module):
     def states(self, u, mode: str = "parallel"):
         """The LRC states x, shape (..., T, state)."""
         _check_mode(mode)
-        u = self._check_input(u)
-        p = self._params()
-        drive = self._sensory(p, u)
-        return self._parallel(p, drive) if mode == "parallel" else self._sequential(p, drive)
+        return solve(self.params(), self._check_input(u), mode=mode, step=self.step,
+                      iters=self.newton_iters, tol=self.newton_tol)
 
     def __call__(self, u, mode: str = "parallel"):
         x = self.states(u, mode)
         return x if self.C is None else x @ self.C[...].T
 
     def newton_residual(self, u, iters: int | None = None):
-        """max |x^{(i)} − x_seq| over everything, for i = 0 .. iters (default ``newton_iters``)."""
+        """max |x^(i) - x_seq| over all entries, for i = 0 .. iters (default ``newton_iters``)."""
         iters = self.newton_iters if iters is None else iters
         if not isinstance(iters, int) or iters < 1:
             raise ValueError(f"iters must be a positive int, got {iters!r}")
-        u = self._check_input(u)
-        p = self._params()
-        drive = self._sensory(p, u)
-        xs = self._iterates(p, drive, iters)
-        x_seq = self._sequential(p, drive)
-        return jnp.max(jnp.abs(xs - x_seq).reshape(iters + 1, -1), axis=1)
+        return residuals(self.params(), self._check_input(u), step=self.step, iters=iters)

@@ -1,0 +1,211 @@
+"""The experiment grids of the book, and the command that runs them (resumably).
+
+    python -m lib.grid --profile smoke|full [--grid main|widget|lr] [--datasets ...] [--ssms ...]
+                       [--out FILE] [--dry-run]
+
+``main``  — the reproduction table: standard (blocks 6 × loops 1) vs looped (1 × 6) for every SSM,
+            plus 2 × 3 and 3 × 2 for s5 and lru; no reshaping vs the data set's reshaping with the
+            chunk chosen on validation accuracy from ``DATASETS[name].chunks`` (all candidates run
+            and are kept); 5 seeds on the paper protocol's splits.
+``lr``    — the fairness check: s5 and lru, looped and standard, lr ∈ {1e-4, 1e-3, 1e-2}.
+``widget``— s5, blocks 1, loops ∈ {1, 2, 3, 4, 6, 8} × chunk ∈ {1, 2, 4, 8, 16} on one low- and one
+            high-dimensional set: the grid behind the Experiments chapter's sliders.
+
+The ``smoke`` profile shrinks every grid (depth 2, H = P = 16, two seeds, a few hundred steps, the
+short sets) so it finishes in minutes on a 2-core CPU; its numbers are pipeline checks, not results.
+Records already in the output file are skipped, so an interrupted grid resumes where it stopped.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+
+from lib.run import RunSpec, run
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSpec:
+    """How a data set is reshaped in the grid: ``kind`` low → timestep concatenation, high → rechunk."""
+
+    name: str
+    kind: str  # "low" | "high"
+    chunks: tuple  # candidate chunk sizes (concat: timesteps; rechunk: values per row)
+    paper: bool  # one of the Looped SSMs paper's six benchmarks
+    channels: int  # C of the published data (for rechunk sizes in timestep units)
+
+    @property
+    def reshape(self) -> str:
+        return "concat" if self.kind == "low" else "rechunk"
+
+
+#: The main table's data sets. Chunks divide T (concat) or T·C (rechunk) so no padding is needed.
+DATASETS = {
+    "SelfRegulationSCP1": DataSpec("SelfRegulationSCP1", "low", (2, 4, 8, 16), True, 6),       # T 896, C 6
+    "MotorImagery": DataSpec("MotorImagery", "high", (16, 32, 64, 128), True, 64),              # T 3000, C 64
+    "SelfRegulationSCP2": DataSpec("SelfRegulationSCP2", "low", (2, 4, 8, 16), True, 7),       # T 1152, C 7
+    "NATOPS": DataSpec("NATOPS", "high", (8, 12, 36, 72), False, 24),                           # T 51, C 24
+    "FingerMovements": DataSpec("FingerMovements", "high", (20, 56, 100), False, 28),            # T 50, C 28
+    "UWaveGestureLibrary": DataSpec("UWaveGestureLibrary", "low", (3, 5, 9, 15), False, 3),    # T 315, C 3
+    "Handwriting": DataSpec("Handwriting", "low", (2, 4, 8), False, 3),                         # T 152, C 3
+}
+#: The paper's six; those not in ``DATASETS`` cannot be obtained offline here (see the book).
+PAPER_DATASETS = ("EigenWorms", "EthanolConcentration", "Heartbeat", "MotorImagery", "SelfRegulationSCP1",
+                  "SelfRegulationSCP2")
+MAIN_SSMS = ("lru", "s5", "linoss-im", "lrcssm")
+LR_GRID = (1e-4, 1e-3, 1e-2)
+WIDGET_LOOPS = (1, 2, 3, 4, 6, 8)
+WIDGET_CHUNKS = (1, 2, 4, 8, 16)
+WIDGET_DATASETS = {"low": "SelfRegulationSCP1", "high": "NATOPS"}
+
+SMOKE = dict(depth=2, seeds=2, datasets=("UWaveGestureLibrary", "NATOPS"))
+
+
+def depth_pairs(ssm: str, depth: int) -> list[tuple[int, int]]:
+    """(blocks, loops): standard, fully looped, and for s5/lru the intermediate k that divide depth."""
+    pairs = [(depth, 1), (1, depth)]
+    if ssm in ("s5", "lru"):
+        pairs += [(k, depth // k) for k in (2, 3) if depth % k == 0 and k < depth]
+    return pairs
+
+
+def _available(names):
+    from lib.data import available_datasets
+
+    have = set(available_datasets())
+    return [n for n in names if n in have]
+
+
+def main_grid(profile: str = "full", datasets=None, ssms=None) -> list[RunSpec]:
+    smoke = profile == "smoke"
+    depth = SMOKE["depth"] if smoke else 6
+    seeds = SMOKE["seeds"] if smoke else 5
+    names = list(datasets or (SMOKE["datasets"] if smoke else DATASETS))
+    specs = []
+    for name in names:
+        ds = DATASETS[name]
+        chunks = ds.chunks[:1] if smoke else ds.chunks
+        for ssm in ssms or MAIN_SSMS:
+            for blocks, loops in depth_pairs(ssm, depth):
+                base = RunSpec(dataset=name, ssm=ssm, blocks=blocks, loops=loops, seeds=_seeds(seeds),
+                               profile=profile, hidden=_size(profile), state=_size(profile))
+                specs.append(base)
+                specs += [dataclasses.replace(base, reshape=ds.reshape, chunk=c) for c in chunks]
+    return specs
+
+
+def lr_grid(profile: str = "full", datasets=None, ssms=None) -> list[RunSpec]:
+    smoke = profile == "smoke"
+    depth = SMOKE["depth"] if smoke else 6
+    specs = []
+    for name in datasets or (SMOKE["datasets"][:1] if smoke else ("SelfRegulationSCP1", "MotorImagery")):
+        for ssm in ssms or ("s5", "lru"):
+            for blocks, loops in ((depth, 1), (1, depth)):
+                for lr in LR_GRID:
+                    specs.append(RunSpec(dataset=name, ssm=ssm, blocks=blocks, loops=loops, lr=lr, tag="lr-select",
+                                         seeds=_seeds(SMOKE["seeds"] if smoke else 5), profile=profile,
+                                         hidden=_size(profile), state=_size(profile)))
+    return specs
+
+
+def widget_grid(profile: str = "full", datasets=None, ssms=None) -> list[RunSpec]:
+    smoke = profile == "smoke"
+    loops_set = (1, 2, 3) if smoke else WIDGET_LOOPS
+    chunk_set = (1, 2) if smoke else WIDGET_CHUNKS
+    specs = []
+    for kind, name in WIDGET_DATASETS.items():
+        if datasets and name not in datasets:
+            continue
+        for loops in loops_set:
+            for c in chunk_set:
+                if c == 1:
+                    reshape, chunk = "none", 1
+                elif kind == "low":
+                    reshape, chunk = "concat", c
+                else:  # rows of c·C values: c timesteps' worth, zero-padded at the end (T = 51)
+                    reshape, chunk = "rechunk", c * DATASETS[name].channels
+                specs.append(RunSpec(dataset=name, ssm="s5", blocks=1, loops=loops, reshape=reshape, chunk=chunk,
+                                     pad=reshape == "rechunk",
+                                     tag="widget", seeds=_seeds(SMOKE["seeds"] if smoke else 5), profile=profile,
+                                     hidden=_size(profile), state=_size(profile)))
+    return specs
+
+
+GRIDS = {"main": main_grid, "lr": lr_grid, "widget": widget_grid}
+
+
+def _seeds(n):
+    from lib.data import PAPER_SEEDS
+
+    return tuple(PAPER_SEEDS[:n])
+
+
+def _size(profile):
+    from lib.train import PROFILES
+
+    return PROFILES[profile]["hidden"]
+
+
+def grid_command(grid: str = "main", profile: str = "full", out: str | None = None) -> str:
+    cmd = f"python -m lib.grid --grid {grid} --profile {profile}"
+    return cmd + (f" --out {out}" if out else "")
+
+
+def default_out(grid: str, profile: str) -> str:
+    return f"data/results/{grid}-{profile}.jsonl"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m lib.grid", description=__doc__.split("\n\n")[0])
+    p.add_argument("--grid", default="main", choices=tuple(GRIDS))
+    p.add_argument("--profile", default="smoke", choices=("smoke", "full"))
+    p.add_argument("--datasets", nargs="*", default=None)
+    p.add_argument("--ssms", nargs="*", default=None)
+    p.add_argument("--out", default=None, help="default: data/results/<grid>-<profile>.jsonl")
+    p.add_argument("--save-params", default=None, metavar="DIR",
+                   help="save every seed's trained model state (the widget grid saves seed 0 of looped s5)")
+    p.add_argument("--dry-run", action="store_true", help="list the configurations and exit")
+    a = p.parse_args(argv)
+    unknown = [d for d in a.datasets or () if d not in DATASETS]
+    if unknown:
+        print(f"error: unknown data set(s) {unknown}; the grid knows {list(DATASETS)}", file=sys.stderr)
+        return 2
+    from lib.ssm import SSM_NAMES
+
+    bad = [s for s in a.ssms or () if s not in SSM_NAMES]
+    if bad:
+        print(f"error: unknown ssm(s) {bad}; choose from {list(SSM_NAMES)}", file=sys.stderr)
+        return 2
+    out = a.out or default_out(a.grid, a.profile)
+    specs = GRIDS[a.grid](a.profile, a.datasets, a.ssms)
+    have = set(_available({s.dataset for s in specs}))
+    skipped = sorted({s.dataset for s in specs} - have)
+    specs = [s for s in specs if s.dataset in have]
+    for name in skipped:
+        print(f"not run: {name} — data not available here (point LOOPED_SSM_UEA_DIR at the UEA archive)")
+    print(f"{len(specs)} configurations x seeds -> {out}")
+    if a.dry_run:
+        for s in specs:
+            print("  " + s.command(out))
+        return 0
+    t0 = time.perf_counter()
+    for i, spec in enumerate(specs, 1):
+        save = a.save_params
+        if save is None and a.grid == "widget":
+            save = "data/params"
+        try:
+            recs = run(spec, out, save_params=save if (spec.blocks == 1 and save) else None,
+                       command=grid_command(a.grid, a.profile, a.out))
+        except (ValueError, FileNotFoundError) as e:
+            print(f"error in {spec.command(out)}: {e}", file=sys.stderr)
+            return 2
+        status = "skipped (recorded)" if not recs else " ".join(f"{r['test_acc'] * 100:.1f}" for r in recs)
+        print(f"[{i}/{len(specs)} {time.perf_counter() - t0:.0f}s] {spec.dataset} {spec.ssm} "
+              f"{spec.blocks}x{spec.loops} {spec.reshape}/{spec.chunk} lr={spec.train_config().lr:g}: {status}",
+              flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,337 @@
+"""Train one configuration over its seeds and append one record per seed.
+
+    python -m lib.run --dataset BasicMotions --ssm s5 --blocks 1 --loops 6 \\
+        --reshape concat --chunk 2 --seeds 5 --out data/results/dev.jsonl
+
+Defaults are the ``full`` profile's settings (``lib.train.PROFILES``), so a bare run gives a real
+result; ``--profile smoke`` gives a quick one. Seeds already recorded in ``--out`` are skipped, so
+an interrupted run resumes. ``--save-params DIR`` stores every seed's best-validation model state
+(``DIR/<run key>.npz`` + ``.json``) for the book's analyses of trained looped models.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as _dt
+import json
+import platform
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """One configuration: the data pipeline, the model, the optimisation and where it came from."""
+
+    dataset: str
+    ssm: str
+    blocks: int
+    loops: int
+    reshape: str = "none"
+    chunk: int = 1
+    order: str = "time"
+    pad: bool = False
+    protocol: str = "paper"
+    seeds: tuple = (2345, 3456, 4567, 5678, 6789)
+    hidden: int = 64
+    state: int = 64
+    lr: float | None = None
+    batch_size: int = 32
+    max_steps: int | None = None
+    eval_every: int | None = None
+    patience: int | None = None
+    time_channel: bool = False
+    standardize: bool = False
+    input_injection: bool = False
+    profile: str = "full"
+    tag: str = "main"
+    ssm_options: tuple = ()
+
+    def train_config(self):
+        from lib.train import train_config
+
+        return train_config(self.ssm, self.profile, lr=self.lr, batch_size=self.batch_size,
+                            max_steps=self.max_steps, eval_every=self.eval_every, patience=self.patience)
+
+    def key_fields(self, seed: int) -> dict:
+        cfg = self.train_config()
+        return dict(dataset=self.dataset, ssm=self.ssm, blocks=self.blocks, loops=self.loops,
+                    reshape=self.reshape, chunk=self.chunk, order=self.order, protocol=self.protocol,
+                    seed=int(seed), lr=cfg.lr, hidden=self.hidden, state=self.state, tag=self.tag)
+
+    def command(self, out: str | None = None) -> str:
+        """The ``python -m lib.run`` command line that runs exactly this configuration."""
+        args = ["python", "-m", "lib.run", "--dataset", self.dataset, "--ssm", self.ssm,
+                "--blocks", str(self.blocks), "--loops", str(self.loops)]
+        if self.reshape != "none":
+            args += ["--reshape", self.reshape, "--chunk", str(self.chunk)]
+            if self.order != "time":
+                args += ["--order", self.order]
+            if self.pad:
+                args += ["--pad"]
+        if self.protocol != "paper":
+            args += ["--protocol", self.protocol]
+        from lib.data import PAPER_SEEDS
+
+        if tuple(self.seeds) == tuple(PAPER_SEEDS[: len(self.seeds)]):
+            args += ["--seeds", str(len(self.seeds))]
+        else:
+            args += ["--seed-list", ",".join(map(str, self.seeds))]
+        if self.profile != "full":
+            args += ["--profile", self.profile]
+        for flag, value, default in (("--hidden", self.hidden, None), ("--state", self.state, None),
+                                     ("--lr", self.lr, None), ("--max-steps", self.max_steps, None),
+                                     ("--eval-every", self.eval_every, None), ("--patience", self.patience, None)):
+            if value is not None and not (flag in ("--hidden", "--state") and value == _profile_size(self.profile, flag)):
+                args += [flag, str(value)]
+        if self.batch_size != 32:
+            args += ["--batch-size", str(self.batch_size)]
+        for flag, on in (("--time", self.time_channel), ("--standardize", self.standardize),
+                         ("--input-injection", self.input_injection)):
+            if on:
+                args.append(flag)
+        if self.tag != "main":
+            args += ["--tag", self.tag]
+        for k, v in self.ssm_options:
+            args += ["--ssm-option", f"{k}={v}"]
+        if out:
+            args += ["--out", out]
+        return shlex.join(args)
+
+
+def _profile_size(profile: str, flag: str) -> int:
+    from lib.train import PROFILES
+
+    return PROFILES[profile]["hidden" if flag == "--hidden" else "state"]
+
+
+def git_commit() -> tuple[str, bool]:
+    """``(sha, dirty)`` of the repository, ``("unknown", False)`` outside a git checkout."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                                    capture_output=True, text=True, check=True).stdout.strip())
+        return sha, dirty
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown", False
+
+
+def versions() -> dict:
+    import flax
+    import jax
+    import optax
+
+    return {"jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__,
+            "numpy": np.__version__, "python": platform.python_version()}
+
+
+def load_splits(spec: RunSpec, data_folder=None):
+    """The prepared split of every seed (loading the data once)."""
+    from lib import data as D
+
+    ds = D.load_uea(spec.dataset, folder=data_folder)
+    out = []
+    for seed in spec.seeds:
+        s = D.split(ds, spec.protocol, seed, time=spec.time_channel)
+        out.append(D.prepare(s, reshape=spec.reshape, chunk=spec.chunk, order=spec.order, pad=spec.pad,
+                             standardize=spec.standardize))
+    return ds, out
+
+
+def run(spec: RunSpec, out: str | Path | None = None, *, data_folder=None, save_params: str | Path | None = None,
+        progress=None, command: str | None = None) -> list[dict]:
+    """Train ``spec`` on every seed not yet in ``out`` (all in one program) and append their records.
+
+    Returns the new records (an empty list when every seed was already recorded)."""
+    from lib import results as Rs
+    from lib.train import device_name, train_seeds
+
+    cfg = spec.train_config()  # validates the optimisation settings before anything runs
+    todo = list(spec.seeds)
+    if out is not None:
+        done = Rs.done_keys(out)
+        todo = [s for s in spec.seeds if Rs.record_key(spec.key_fields(s)) not in done]
+        if not todo:
+            return []
+    spec_todo = dataclasses.replace(spec, seeds=tuple(todo))
+    ds, splits = load_splits(spec_todo, data_folder)
+    x0 = splits[0].X_train
+    model_kwargs = dict(ssm=spec.ssm, blocks=spec.blocks, loops=spec.loops, hidden=spec.hidden, state=spec.state,
+                        in_features=int(x0.shape[-1]), num_classes=int(splits[0].n_classes),
+                        input_injection=spec.input_injection, **dict(spec.ssm_options))
+    import jax
+
+    results, trainer = train_seeds(model_kwargs, splits, cfg, todo, progress=progress)
+    sha, dirty = git_commit()
+    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    cmd = command or spec.command(str(out) if out else None)
+    records = []
+    for r in results:
+        rec = dict(spec.key_fields(r.seed))
+        rec.update(depth=spec.blocks * spec.loops, time_channel=spec.time_channel, standardize=spec.standardize,
+                   input_injection=spec.input_injection, batch_size=cfg.batch_size, max_steps=cfg.max_steps,
+                   eval_every=cfg.eval_every, patience=cfg.patience,
+                   params_total=trainer.params_count["total"], params_blocks=trainer.params_count["blocks"],
+                   val_acc=r.val_acc, test_acc=r.test_acc, train_acc=r.train_acc, best_step=r.best_step,
+                   steps=r.steps, wall_s=round(trainer.wall_s, 3), compile_s=round(trainer.compile_s, 3),
+                   seeds_in_program=len(todo), device=device_name(), n_devices=len(jax.devices()),
+                   versions=versions(), commit=sha, dirty=dirty, command=cmd, profile=spec.profile,
+                   created=now, seq_len=int(x0.shape[1]), in_features=int(x0.shape[2]),
+                   n_train=int(x0.shape[0]), n_val=int(splits[0].X_val.shape[0]),
+                   n_test=int(splits[0].X_test.shape[0]), data_source=";".join(map(str, ds.source)),
+                   pipeline=splits[0].pipeline)
+        records.append(rec)
+        if save_params is not None and r.seed == spec.seeds[0]:  # seed 0 only: small files
+            save_state(Path(save_params), rec, trainer, r.state, model_kwargs)
+    if out is not None:
+        Rs.append_records(out, records)
+    return records
+
+
+def params_path(folder: Path, rec: dict) -> Path:
+    name = (f"{rec['dataset']}_{rec['ssm']}_b{rec['blocks']}x{rec['loops']}_{rec['reshape']}{rec['chunk']}"
+            f"_{rec['protocol']}_s{rec['seed']}")
+    return Path(folder) / name
+
+
+def save_state(folder: Path, rec: dict, trainer, state, model_kwargs: dict) -> Path:
+    """Save one seed's best model state as ``.npz`` (flat paths) plus a ``.json`` with how to rebuild it."""
+    from flax import nnx
+
+    folder.mkdir(parents=True, exist_ok=True)
+    base = params_path(folder, rec)
+    flat = {"/".join(map(str, k)): np.asarray(v) for k, v in nnx.to_flat_state(state)}
+    tmp = base.with_suffix(".npz.tmp")
+    with open(tmp, "wb") as f:
+        np.savez_compressed(f, **flat)
+    tmp.replace(base.with_suffix(".npz"))
+    meta = {"model": {**model_kwargs, "seed": rec["seed"]}, "record": {k: rec[k] for k in
+            ("dataset", "ssm", "blocks", "loops", "reshape", "chunk", "order", "protocol", "seed",
+             "val_acc", "test_acc", "best_step", "commit", "command")}}
+    base.with_suffix(".json").write_text(json.dumps(meta, indent=1, default=str))
+    return base.with_suffix(".npz")
+
+
+def load_state(path: str | Path):
+    """Rebuild a trained model saved by ``save_state`` (eval mode)."""
+    from flax import nnx
+
+    from lib.model import build_model
+
+    path = Path(path).with_suffix("")
+    meta = json.loads(path.with_suffix(".json").read_text())
+    model = build_model(**meta["model"])
+    model.eval()
+    graphdef, state = nnx.split(model)
+    flat = dict(nnx.to_flat_state(state))
+    with np.load(path.with_suffix(".npz")) as z:
+        for k in list(flat):
+            key = "/".join(map(str, k))
+            if key in z.files:
+                flat[k] = flat[k].replace(z[key]) if hasattr(flat[k], "replace") else z[key]
+    nnx.update(model, nnx.from_flat_state(flat))
+    return model, meta
+
+
+def parser() -> argparse.ArgumentParser:
+    from lib.ssm import SSM_NAMES
+
+    p = argparse.ArgumentParser(prog="python -m lib.run", description=__doc__.split("\n\n")[0])
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--ssm", required=True, choices=SSM_NAMES)
+    p.add_argument("--blocks", type=int, default=1, help="unique blocks k (default 1)")
+    p.add_argument("--loops", type=int, default=6, help="times the k blocks are applied (default 6)")
+    p.add_argument("--reshape", default="none", choices=("none", "concat", "rechunk"))
+    p.add_argument("--chunk", type=int, default=1)
+    p.add_argument("--order", default="time", choices=("time", "feature"))
+    p.add_argument("--pad", action="store_true", help="zero-pad the end when the chunk does not divide the length")
+    p.add_argument("--protocol", default="paper", choices=("paper", "archive"))
+    p.add_argument("--seeds", type=int, default=5, help="the first N of the paper's seeds 2345..6789")
+    p.add_argument("--seed-list", default=None, help="explicit comma-separated seeds (overrides --seeds)")
+    p.add_argument("--profile", default="full", choices=("full", "smoke"))
+    p.add_argument("--hidden", type=int, default=None)
+    p.add_argument("--state", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None, help="default: the SSM's rate in lib.train.DEFAULT_LR")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--eval-every", type=int, default=None)
+    p.add_argument("--patience", type=int, default=None)
+    p.add_argument("--time", action="store_true", help="prepend the time channel (peers' option)")
+    p.add_argument("--standardize", action="store_true", help="per-channel standardisation fitted on train")
+    p.add_argument("--input-injection", action="store_true")
+    p.add_argument("--ssm-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra SSM layer option, e.g. ssm_blocks=4 (repeatable)")
+    p.add_argument("--tag", default="main")
+    p.add_argument("--data-dir", default=None, help="folder with NAME.npz or NAME_TRAIN.ts/NAME_TEST.ts")
+    p.add_argument("--out", default="data/results/dev.jsonl")
+    p.add_argument("--save-params", default=None, metavar="DIR")
+    return p
+
+
+def _option_value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def spec_from_args(a) -> RunSpec:
+    from lib.data import PAPER_SEEDS
+    from lib.train import PROFILES
+
+    if a.seed_list:
+        seeds = tuple(int(s) for s in a.seed_list.split(","))
+    else:
+        if not 1 <= a.seeds <= len(PAPER_SEEDS):
+            raise ValueError(f"--seeds must be between 1 and {len(PAPER_SEEDS)}, got {a.seeds}")
+        seeds = tuple(PAPER_SEEDS[: a.seeds])
+    opts = []
+    for item in a.ssm_option:
+        if "=" not in item:
+            raise ValueError(f"--ssm-option must look like KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        opts.append((k, _option_value(v)))
+    prof = PROFILES[a.profile]
+    for name in ("blocks", "loops"):
+        if getattr(a, name) < 1:
+            raise ValueError(f"--{name} must be an integer >= 1, got {getattr(a, name)}")
+    return RunSpec(dataset=a.dataset, ssm=a.ssm, blocks=a.blocks, loops=a.loops, reshape=a.reshape, chunk=a.chunk,
+                   order=a.order, pad=a.pad, protocol=a.protocol, seeds=seeds,
+                   hidden=a.hidden or prof["hidden"], state=a.state or prof["state"], lr=a.lr,
+                   batch_size=a.batch_size, max_steps=a.max_steps, eval_every=a.eval_every, patience=a.patience,
+                   time_channel=a.time, standardize=a.standardize, input_injection=a.input_injection,
+                   profile=a.profile, tag=a.tag, ssm_options=tuple(sorted(opts)))
+
+
+def main(argv=None) -> int:
+    a = parser().parse_args(argv)
+    try:
+        spec = spec_from_args(a)
+        if spec.reshape == "none" and spec.chunk != 1:
+            raise ValueError("--chunk needs --reshape concat or rechunk")
+        records = run(spec, a.out, data_folder=a.data_dir, save_params=a.save_params,
+                      command=shlex.join(["python", "-m", "lib.run", *(argv if argv is not None else sys.argv[1:])]))
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if not records:
+        print(f"all {len(spec.seeds)} seeds already recorded in {a.out}; nothing to do")
+        return 0
+    accs = np.array([r["test_acc"] for r in records]) * 100
+    print(f"{spec.dataset} {spec.ssm} blocks={spec.blocks} loops={spec.loops} reshape={spec.reshape}/{spec.chunk}: "
+          f"test {accs.mean():.2f} ± {accs.std():.2f} % over {len(records)} seeds "
+          f"(val {np.mean([r['val_acc'] for r in records]) * 100:.2f} %), "
+          f"{records[0]['wall_s']:.1f} s + {records[0]['compile_s']:.1f} s compile on {records[0]['device']}; "
+          f"appended to {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

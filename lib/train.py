@@ -1,0 +1,325 @@
+"""Training: all seeds of one configuration in ONE jitted program, early stopping per seed.
+
+The protocol is the Log-NCDE / LinOSS one (``reproduction-protocol.md`` §3.1): Adam at a constant
+learning rate, cross-entropy, batch size 32 with a fresh permutation every epoch and the last
+partial batch dropped, validation every ``eval_every`` steps, and the reported test accuracy is the
+one at the last validation improvement. Ties count as an improvement for the reported test
+accuracy *and* as a step without improvement for patience, exactly as in the peers' code; training
+stops after more than ``patience`` evaluations without a strict improvement.
+
+How the seeds run together. Each seed has its own split (the paper protocol draws the split from
+the seed) and its own initialisation. Their model states, optimiser states and data are stacked on
+a leading seed axis, the train step is ``jax.vmap``-ped over it, and that axis is sharded over
+every available device with ``jax.sharding`` (one GPU, eight GPUs, or CPU devices made with
+``XLA_FLAGS=--xla_force_host_platform_device_count=N``); the seed axis is padded to a multiple of
+the device count with copies of the last seed, whose results are dropped. A chunk of
+``eval_every`` steps is one compiled ``lax.scan``; evaluation and early-stopping bookkeeping happen
+per seed on the host between chunks. A seed that has stopped keeps stepping with the others (its
+record is frozen), so every seed's result equals the one it gets when trained alone.
+
+Determinism: batch order comes from ``numpy.random.default_rng(seed)``, initialisation and dropout
+from ``nnx.Rngs(seed)``; the same configuration and seed give bit-identical results on CPU.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from lib.model import build_model, count_params
+
+#: one learning rate per SSM, used for looped and standard models alike (the paper's regime);
+#: lru/s5 follow the Log-NCDE choices for SCP1/Motor (1e-3), LinOSS and LrcSSM their papers' 1e-4.
+DEFAULT_LR = {"lru": 1e-3, "s5": 1e-3, "linoss-im": 1e-4, "linoss-imex": 1e-4, "lrcssm": 1e-4}
+#: LrcSSM's repository clips the global gradient norm at 1; the others do not clip.
+DEFAULT_CLIP = {"lrcssm": 1.0}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings. ``PROFILES`` holds the two the book uses."""
+
+    lr: float = 1e-3
+    batch_size: int = 32
+    max_steps: int = 30_000
+    eval_every: int = 1000
+    patience: int = 10
+    grad_clip: float | None = None
+    eval_batch_size: int = 256
+
+    def __post_init__(self):
+        if not (self.lr > 0 and np.isfinite(self.lr)):
+            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        for name in ("batch_size", "max_steps", "eval_every", "eval_batch_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+        if isinstance(self.patience, bool) or not isinstance(self.patience, (int, np.integer)) or self.patience < 0:
+            raise ValueError(f"patience must be an integer >= 0, got {self.patience!r}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ValueError(f"grad_clip must be positive or None, got {self.grad_clip!r}")
+
+
+#: ``full``: the peers' protocol (eval every 1000 steps, patience 10) with the step cap lowered
+#: from 100k to 30k (their runs stopped early at 12k–27k steps on average, §9 of the notes).
+#: ``smoke``: minutes on a 2-core CPU; numbers from it are checks that the pipeline runs, not results.
+PROFILES = {
+    "full": dict(max_steps=30_000, eval_every=1000, patience=10, hidden=64, state=64),
+    "smoke": dict(max_steps=300, eval_every=50, patience=3, hidden=16, state=16),
+}
+
+
+def train_config(ssm: str, profile: str = "full", **overrides) -> TrainConfig:
+    """The ``TrainConfig`` of a profile for one SSM (its learning rate and clipping), with overrides."""
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {list(PROFILES)}, got {profile!r}")
+    p = {k: v for k, v in PROFILES[profile].items() if k in {f.name for f in dataclasses.fields(TrainConfig)}}
+    p.update(lr=DEFAULT_LR.get(ssm, 1e-3), grad_clip=DEFAULT_CLIP.get(ssm))
+    p.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig(**p)
+
+
+def quiet() -> bool:
+    """True under papermill, CI or when asked (``LOOPED_SSM_QUIET=1``): no progress bars."""
+    return bool(os.environ.get("LOOPED_SSM_QUIET") or os.environ.get("CI") or os.environ.get("BOOK_BUILD")
+                or "papermill" in sys.modules or not sys.stderr.isatty())
+
+
+def _optimizer(cfg: TrainConfig):
+    tx = optax.adam(cfg.lr)
+    return optax.chain(optax.clip_by_global_norm(cfg.grad_clip), tx) if cfg.grad_clip else tx
+
+
+def _batch_indices(rng: np.random.Generator, n: int, batch: int, steps: int, carry: list) -> np.ndarray:
+    """``steps`` batches of ``batch`` indices: epochs are fresh permutations, last partial batch dropped."""
+    out = np.empty((steps, batch), np.int32)
+    for s in range(steps):
+        if len(carry) < batch:
+            carry[:] = list(rng.permutation(n)[: (n // batch) * batch])
+        out[s] = carry[:batch]
+        del carry[:batch]
+    return out
+
+
+def _stack(trees):
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def _select(tree, i):
+    return jax.tree.map(lambda x: x[i], tree)
+
+
+@dataclasses.dataclass
+class SeedResult:
+    """One seed's outcome; ``state`` is the model state at its best validation accuracy."""
+
+    seed: int
+    val_acc: float
+    test_acc: float
+    train_acc: float
+    best_step: int
+    steps: int
+    history: list
+    state: object = None
+
+
+class MultiSeedTrainer:
+    """Trains one model configuration over several seeds in one vmapped, sharded program."""
+
+    def __init__(self, model_kwargs: dict, cfg: TrainConfig, seeds, *, devices=None):
+        self.model_kwargs = dict(model_kwargs)
+        self.cfg = cfg
+        self.seeds = [int(s) for s in seeds]
+        if not self.seeds:
+            raise ValueError("seeds must not be empty")
+        self.devices = list(devices) if devices is not None else jax.devices()
+        n_dev = len(self.devices)
+        self.n_pad = -len(self.seeds) % n_dev
+        self.padded_seeds = self.seeds + [self.seeds[-1]] * self.n_pad
+        self.mesh = Mesh(np.array(self.devices), ("seed",))
+        self.sharding = NamedSharding(self.mesh, PartitionSpec("seed"))
+
+        models = [build_model(seed=s, **self.model_kwargs) for s in self.padded_seeds]
+        self.params_count = count_params(models[0])
+        models[0].train()
+        self.gd_train, _ = nnx.split(models[0])
+        models[0].eval()
+        self.gd_eval, _ = nnx.split(models[0])
+        for m in models:
+            m.train()
+        states = [nnx.split(m)[1] for m in models]
+        self.tx = _optimizer(cfg)
+        self.state = self._shard(_stack(states))
+        self.opt_state = self._shard(jax.vmap(lambda st: self.tx.init(self._params(st)))(self.state))
+        self._chunk_fns = {}
+        self._eval_fn = None
+
+    # -- state helpers ---------------------------------------------------------------------
+    @staticmethod
+    def _params(state):
+        return nnx.filter_state(state, nnx.Param)
+
+    def _shard(self, tree):
+        return jax.device_put(tree, self.sharding)
+
+    def model(self, state) -> nnx.Module:
+        """A model (eval mode) from one seed's state."""
+        return nnx.merge(self.gd_eval, state)
+
+    # -- the compiled programs ---------------------------------------------------------------
+    def _loss(self, params, rest, x, y):
+        model = nnx.merge(self.gd_train, params, rest, copy=True)
+        logits = model(x)
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+        new_rest = nnx.split(model, nnx.Param, ...)[2]
+        return loss, new_rest
+
+    def _step(self, state, opt_state, X, Y, idx):
+        params, rest = nnx.split_state(state, nnx.Param, ...)
+        (loss, rest), grads = jax.value_and_grad(self._loss, has_aux=True)(params, rest, X[idx], Y[idx])
+        updates, opt_state = self.tx.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        return nnx.merge_state(params, rest), opt_state, loss
+
+    def _chunk(self, state, opt_state, X, Y, idx):
+        """``idx.shape[0]`` train steps for one seed (vmapped over seeds by the caller)."""
+        def body(carry, i):
+            st, os_, = carry
+            st, os_, loss = self._step(st, os_, X, Y, i)
+            return (st, os_), loss
+
+        (state, opt_state), losses = jax.lax.scan(body, (state, opt_state), idx)
+        return state, opt_state, losses.mean()
+
+    def _compiled_chunk(self, args):
+        n = args[-1].shape[1]
+        if n not in self._chunk_fns:
+            fn = jax.jit(jax.vmap(self._chunk), donate_argnums=(0, 1))
+            t0 = time.perf_counter()
+            self._chunk_fns[n] = fn.lower(*args).compile()
+            self.compile_s += time.perf_counter() - t0
+        return self._chunk_fns[n]
+
+    def _predict(self, state, X):
+        model = nnx.merge(self.gd_eval, state)
+        B = self.cfg.eval_batch_size
+        n = X.shape[0]
+        n_pad = -n % B
+        Xp = jnp.concatenate([X, jnp.zeros((n_pad,) + X.shape[1:], X.dtype)]) if n_pad else X
+        preds = jax.lax.map(lambda xb: jnp.argmax(model(xb), -1), Xp.reshape((-1, B) + X.shape[1:]))
+        return preds.reshape(-1)[:n]
+
+    def _accuracy(self, state, X, Y):
+        return jnp.mean(self._predict(state, X) == Y)
+
+    def accuracy(self, X, Y):
+        """Accuracy of every seed's current state on stacked data ``(S, N, T, C)``."""
+        if self._eval_fn is None:
+            self._eval_fn = jax.jit(jax.vmap(self._accuracy))
+        return np.asarray(self._eval_fn(self.state, X, Y))[: len(self.seeds)]
+
+    # -- the loop ------------------------------------------------------------------------------
+    def fit(self, splits, *, progress: bool | None = None, keep_state: bool = True):
+        """Train on ``splits`` (one per seed, each with ``X_train, y_train, X_val, y_val, X_test,
+        y_test``); returns one ``SeedResult`` per seed."""
+        if len(splits) != len(self.seeds):
+            raise ValueError(f"got {len(splits)} splits for {len(self.seeds)} seeds")
+        splits = list(splits) + [splits[-1]] * self.n_pad
+        data = {}
+        for part in ("train", "val", "test"):
+            xs = [np.asarray(getattr(s, f"X_{part}"), np.float32) for s in splits]
+            ys = [np.asarray(getattr(s, f"y_{part}"), np.int32) for s in splits]
+            if len({x.shape for x in xs}) != 1:
+                raise ValueError(f"every seed's {part} part must have the same shape to train together, got "
+                                 f"{sorted({x.shape for x in xs})}")
+            if not all(np.isfinite(x).all() for x in xs):
+                raise ValueError(f"the {part} inputs contain NaN or infinite values")
+            data[part] = (self._shard(jnp.asarray(np.stack(xs))), self._shard(jnp.asarray(np.stack(ys))))
+        cfg = self.cfg
+        n_train = data["train"][0].shape[1]
+        if n_train < cfg.batch_size:
+            raise ValueError(f"batch_size {cfg.batch_size} is larger than the training part ({n_train} cases)")
+
+        S = len(self.seeds)
+        rngs = [np.random.default_rng(s) for s in self.padded_seeds]
+        carries = [[] for _ in self.padded_seeds]
+        best_val = np.full(S, -1.0)
+        test_at_best = np.zeros(S)
+        train_at_best = np.zeros(S)
+        best_step = np.zeros(S, int)
+        bad_evals = np.zeros(S, int)
+        stopped_at = np.full(S, -1)
+        history = [[] for _ in range(S)]
+        best_state = jax.tree.map(jnp.copy, self.state) if keep_state else None
+        self.compile_s = 0.0
+        show = (not quiet()) if progress is None else progress
+        bar = None
+        if show:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=cfg.max_steps, desc=f"{self.model_kwargs.get('ssm')} x{S} seeds", leave=False)
+        t_start = time.perf_counter()
+        step = 0
+        while step < cfg.max_steps and (stopped_at < 0).any():
+            n = min(cfg.eval_every, cfg.max_steps - step)
+            idx = np.stack([_batch_indices(r, n_train, cfg.batch_size, n, c) for r, c in zip(rngs, carries)])
+            args = (self.state, self.opt_state, *data["train"], self._shard(jnp.asarray(idx)))
+            fn = self._compiled_chunk(args)
+            self.state, self.opt_state, loss = fn(*args)
+            step += n
+            val = self.accuracy(*data["val"])
+            test = self.accuracy(*data["test"])
+            train = self.accuracy(*data["train"])
+            loss = np.asarray(loss)[:S]
+            improved = np.zeros(len(self.padded_seeds), bool)
+            for s in range(S):
+                if stopped_at[s] >= 0:
+                    continue
+                history[s].append(dict(step=step, loss=float(loss[s]), train_acc=float(train[s]),
+                                       val_acc=float(val[s]), test_acc=float(test[s])))
+                if val[s] >= best_val[s]:  # ties refresh the reported test accuracy (peers)
+                    bad_evals[s] = 0 if val[s] > best_val[s] else bad_evals[s] + 1
+                    best_val[s], test_at_best[s], train_at_best[s], best_step[s] = val[s], test[s], train[s], step
+                    improved[s] = True
+                else:
+                    bad_evals[s] += 1
+                if bad_evals[s] > cfg.patience:
+                    stopped_at[s] = step
+            if keep_state and improved.any():
+                mask = self._shard(jnp.asarray(improved))
+                best_state = jax.tree.map(
+                    lambda new, old: jnp.where(mask.reshape((-1,) + (1,) * (new.ndim - 1)), new, old),
+                    self.state, best_state)
+            if bar is not None:
+                bar.update(n)
+                bar.set_postfix(val=" ".join(f"{v:.2f}" for v in best_val), stopped=int((stopped_at >= 0).sum()))
+        if bar is not None:
+            bar.close()
+        self.wall_s = time.perf_counter() - t_start - self.compile_s
+        stopped_at[stopped_at < 0] = step
+        return [SeedResult(seed=self.seeds[s], val_acc=float(best_val[s]), test_acc=float(test_at_best[s]),
+                           train_acc=float(train_at_best[s]), best_step=int(best_step[s]),
+                           steps=int(stopped_at[s]), history=history[s],
+                           state=_select(best_state, s) if keep_state else None)
+                for s in range(S)]
+
+
+def train_seeds(model_kwargs: dict, splits, cfg: TrainConfig, seeds, *, devices=None, progress=None,
+                keep_state: bool = True):
+    """Train ``build_model(seed=s, **model_kwargs)`` on ``splits[i]`` for every seed ``s = seeds[i]``
+    in one program; returns ``(results, trainer)``."""
+    trainer = MultiSeedTrainer(model_kwargs, cfg, seeds, devices=devices)
+    return trainer.fit(splits, progress=progress, keep_state=keep_state), trainer
+
+
+def device_name(devices=None) -> str:
+    d = (devices or jax.devices())[0]
+    return getattr(d, "device_kind", d.platform) if d.platform != "cpu" else "cpu"

@@ -1,0 +1,124 @@
+"""LrcSSM: the DEER/Newton parallel solve against the sequential scan, gradients, the diagonal Jacobian."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from lib.ssm import make_ssm
+from lib.ssm.lrcssm import LrcSSM, cell, sensory
+
+TOL = 1e-5          # max |x_parallel - x_sequential| (float32; measured ~5e-8 at init)
+GRAD_RTOL = 1e-3    # relative error of gradients, parallel vs sequential (measured ~1e-6)
+
+
+def _inputs(shape, seed=1):
+    return jax.random.normal(jax.random.key(seed), shape, jnp.float32)
+
+
+def _scaled(layer, factor):
+    """Multiply every parameter by ``factor``: a stand-in for weights that drifted in training."""
+    for _, v in nnx.iter_graph(layer):
+        if isinstance(v, nnx.Param):
+            v[...] = v[...] * factor
+    return layer
+
+
+def _apply(layer, mode):
+    graphdef, params = nnx.split(layer)
+    return jax.jit(lambda params, u: nnx.merge(graphdef, params)(u, mode=mode))
+
+
+@pytest.mark.parametrize("factor", [1.0, 4.0])
+def test_parallel_equals_sequential_T2000(factor):
+    layer = _scaled(LrcSSM(16, 16, rngs=nnx.Rngs(0)), factor)
+    u = _inputs((3, 2000, 16))
+    y_par, y_seq = _apply(layer, "parallel")(nnx.state(layer), u), _apply(layer, "sequential")(nnx.state(layer), u)
+    assert float(jnp.max(jnp.abs(y_par - y_seq))) <= TOL
+    # Convergence of the Newton iterates from x^(0) = 0: below TOL before the default count runs out.
+    residual = np.asarray(layer.newton_residual(u))
+    assert residual.shape == (layer.newton_iters + 1,)
+    first = int(np.argmax(residual <= TOL))
+    assert residual[first] <= TOL and first <= layer.newton_iters - 1, residual
+    assert residual[0] > 100 * TOL  # the zero guess is far off, so convergence is not trivial
+    # Early stopping on max|Δx| (newton_tol) lands on the same solution.
+    early = _scaled(LrcSSM(16, 16, rngs=nnx.Rngs(0), newton_tol=1e-6), factor)
+    assert float(jnp.max(jnp.abs(_apply(early, "parallel")(nnx.state(early), u) - y_seq))) <= TOL
+
+
+def _grads(layer, u, mode):
+    graphdef, params = nnx.split(layer)
+    w = _inputs(u.shape[:-1] + (layer.hidden,), seed=7)
+
+    def loss(params, u):
+        return jnp.mean(jnp.tanh(nnx.merge(graphdef, params)(u, mode=mode)) * w)
+
+    return jax.jit(jax.grad(loss, argnums=(0, 1)))(params, u)
+
+
+@pytest.mark.parametrize("factor", [1.0, 4.0])
+def test_parallel_gradients_match_sequential(factor):
+    layer = _scaled(LrcSSM(16, 12, rngs=nnx.Rngs(2)), factor)   # P != H: the readout C is included
+    u = _inputs((2, 1000, 16), seed=3)
+    g_par, g_seq = _grads(layer, u, "parallel"), _grads(layer, u, "sequential")
+    leaves_par, leaves_seq = jax.tree.leaves(g_par), jax.tree.leaves(g_seq)
+    assert len(leaves_par) == 14  # 12 cell parameters, C, and the input u
+    for a, b in zip(leaves_par, leaves_seq):
+        rel = float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))
+        assert rel <= GRAD_RTOL, rel
+
+
+def test_one_step_jacobian_is_diagonal():
+    layer = _scaled(LrcSSM(16, 16, rngs=nnx.Rngs(4)), 4.0)
+    p = layer.params()
+    Wf_su, Wz_su = sensory(p, _inputs((16,), seed=5))
+    x = _inputs((16,), seed=6)
+    J = jax.jacfwd(lambda x: cell(p, x, Wf_su, Wz_su))(x)
+    off = J - jnp.diag(jnp.diag(J))
+    assert float(jnp.max(jnp.abs(off))) == 0.0
+    assert int(jnp.count_nonzero(jnp.diag(J))) == 16
+    # The diagonal the Newton step uses (a JVP along ones) is exactly diag(J).
+    _, d = jax.jvp(lambda x: cell(p, x, Wf_su, Wz_su), (x,), (jnp.ones_like(x),))
+    assert float(jnp.max(jnp.abs(d - jnp.diag(J)))) == 0.0
+
+
+def test_finite_at_T3000():
+    layer = LrcSSM(16, 16, rngs=nnx.Rngs(0))
+    u = _inputs((2, 3000, 16), seed=8)
+    y = _apply(layer, "parallel")(nnx.state(layer), u)
+    assert bool(jnp.all(jnp.isfinite(y)))
+    residual = np.asarray(layer.newton_residual(u))
+    assert residual[-1] <= TOL
+    g_params, g_u = _grads(layer, u, "parallel")
+    assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves((g_params, g_u)))
+    assert float(jnp.abs(g_u).max()) > 0.0
+
+
+def test_shapes_dtypes_and_arguments():
+    layer = make_ssm("lrcssm", 8, 8, rngs=nnx.Rngs(0), newton_iters=6)
+    for shape in [(50, 8), (3, 50, 8), (2, 3, 50, 8)]:
+        for mode in ("parallel", "sequential"):
+            y = layer(_inputs(shape), mode=mode)
+            assert y.shape == shape and y.dtype == jnp.float32
+    assert layer.C is None
+    wide = LrcSSM(8, 5, rngs=nnx.Rngs(0))
+    assert wide.states(_inputs((3, 50, 8))).shape == (3, 50, 5)
+    assert wide(_inputs((3, 50, 8))).shape == (3, 50, 8) and wide.C.shape == (8, 5)
+    params = jax.tree.leaves(nnx.state(wide, nnx.Param))
+    assert all(p.dtype == jnp.float32 for p in params)
+    assert sum(p.size for p in params) == 2 * 8 + 2 * 5 * 8 + 8 * 5 + 8 * 5
+    # Init as the peer code: U(±1/√P) for every parameter.
+    assert max(float(jnp.abs(p).max()) for p in params) <= 1 / np.sqrt(5)
+
+    for kwargs, name in [({"hidden": 0}, "hidden"), ({"state": -1}, "state"),
+                         ({"newton_iters": 0}, "newton_iters"), ({"newton_tol": -1.0}, "newton_tol"),
+                         ({"step": 0.0}, "step")]:
+        args = {"hidden": 8, "state": 8, **kwargs}
+        with pytest.raises(ValueError, match=name):
+            LrcSSM(args.pop("hidden"), args.pop("state"), rngs=nnx.Rngs(0), **args)
+    with pytest.raises(ValueError, match="mode"):
+        layer(_inputs((50, 8)), mode="fast")
+    with pytest.raises(ValueError, match="u must have shape"):
+        layer(_inputs((50, 7)))
+    with pytest.raises(ValueError, match="iters"):
+        layer.newton_residual(_inputs((50, 8)), iters=0)
