@@ -1,7 +1,7 @@
 """MiniRocket baseline on the same splits as the SSMs.
 
     python -m lib.baseline --dataset SelfRegulationSCP1 [--seeds 5] [--protocol paper]
-                           [--out data/runs/baseline.jsonl] [--profile smoke|full] [--tag main]
+                           [--out data/results/baseline.jsonl] [--profile smoke|full] [--tag main]
 
 MiniRocket (Dempster, Schmidt & Webb, KDD 2021) in sktime's multivariate implementation
 (``sktime.transformations.rocket.MiniRocketMultivariate``): ``num_kernels`` 10 000 (``full``) or
@@ -46,7 +46,7 @@ __all__ = ["NUM_KERNELS", "ALPHAS", "DEFAULT_OUT", "MiniRocket", "backend", "tra
 
 NUM_KERNELS = {"smoke": 1_000, "full": 10_000}
 ALPHAS = np.logspace(-3, 3, 10)
-DEFAULT_OUT = "data/runs/baseline.jsonl"
+DEFAULT_OUT = "data/results/baseline.jsonl"
 
 # the 84 kernels: all choices of 3 positions (weight 2) among 9 (the others weigh -1)
 _INDICES = np.array([(a, b, c) for a in range(9) for b in range(a + 1, 9) for c in range(b + 1, 9)],

@@ -183,6 +183,19 @@ def _strip_widgets(nb) -> int:
     return removed
 
 
+def _show_injected_parameters(nb) -> None:
+    """Hide the chapter's own ``parameters`` cell when papermill injected the values used after it.
+
+    The page then shows one cell, papermill's ``# Parameters`` cell, with the profile it was built with.
+    """
+    if not any("injected-parameters" in c.metadata.get("tags", []) for c in nb.cells):
+        return
+    for cell in nb.cells:
+        tags = cell.metadata.setdefault("tags", [])
+        if "parameters" in tags and "remove-cell" not in tags:
+            tags.append("remove-cell")
+
+
 def convert(name: str):
     """The chapter's MyST source as a notebook object (jupytext), checked for a ``parameters`` cell."""
     import jupytext
@@ -238,6 +251,7 @@ def execute_chapter(name: str, profile: str = "smoke", output: Path | None = Non
         return Result(name, "failed", time.perf_counter() - start, message, partial)
     seconds = time.perf_counter() - start
     widgets = _strip_widgets(out)
+    _show_injected_parameters(out)
     out.metadata["book"] = {"source_sha256": source_hash(name), "profile": profile, "seconds": round(seconds, 2)}
     output.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(out, output)

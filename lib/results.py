@@ -3,13 +3,14 @@
 One record = one trained model = one JSON object on one line of a ``.jsonl`` file::
 
     from lib import results as R
-    R.append_records("data/runs/main.jsonl", [rec])       # validated, atomic, concurrent-safe
-    df = R.read_records("data/runs/*.jsonl")               # pandas DataFrame, versions flattened
-    todo = R.missing(configs, "data/runs/main.jsonl")      # resume: configs not yet recorded
-    R.summarize(df)                                        # mean ± std over seeds, in points
+    R.append_records("data/results/main-full.jsonl", [rec])   # validated, atomic, concurrent-safe
+    df = R.read_records("data/results/*.jsonl")               # DataFrame, versions flattened
+    todo = R.missing(configs, "data/results/main-full.jsonl") # resume: configs not yet recorded
+    R.summarize(df)                                           # mean ± std over seeds, in points
     R.paired_differences(df, a=dict(blocks=1, loops=6), b=dict(blocks=6, loops=1))
-    R.verdicts(df)                                         # C1 / C3 / C4 per SSM, tidy
-    R.published_numbers()                                  # the peers' published rows
+    R.verdicts(df)                                            # C1 / C3 / C4 per SSM, tidy
+    R.claim_verdicts("data/results/*.jsonl")                  # one row per claim, for the intro
+    R.published_numbers()                                     # the peers' published rows
 
 Schema
     ``FIELDS`` lists every required field with its meaning; ``validate_record`` checks each one and
@@ -65,12 +66,12 @@ import pandas as pd
 
 __all__ = [
     "FIELDS", "KEY_FIELDS", "VERSION_KEYS", "RESHAPES", "ORDERS", "PROTOCOLS", "PROFILES",
-    "BASELINE_SSMS", "PAPER_SSMS", "DEFAULT_DATASETS", "MAIN_TAG", "RULES",
+    "BASELINE_SSMS", "PAPER_SSMS", "DEFAULT_DATASETS", "MAIN_TAG", "DEFAULT_WHERE", "RULES",
     "C1_MIN_DIFF", "C3_MIN_GAIN", "C4_SLACK", "CI_LEVEL", "N_BOOT",
     "record_key", "validate_record", "normalize_record", "provenance",
     "append_records", "read_records", "iter_records", "done_keys", "missing",
     "select", "summarize", "best_by_validation", "paired_differences", "per_dataset_comparison",
-    "bootstrap_ci", "stratified_bootstrap_ci", "verdicts", "default_command", "published_numbers",
+    "bootstrap_ci", "stratified_bootstrap_ci", "claim_pairs", "verdicts", "claim_verdicts", "default_command", "published_numbers",
 ]
 
 # --------------------------------------------------------------------------------------------
@@ -89,6 +90,8 @@ PAPER_SSMS = ("lru", "s5", "linoss-im", "lrcssm")
 DEFAULT_DATASETS = ("SelfRegulationSCP1", "MotorImagery")
 #: the tag of the runs the verdicts read by default
 MAIN_TAG = "main"
+#: the records ``verdicts`` reads by default (smoke-profile numbers are pipeline checks, not results)
+DEFAULT_WHERE = {"tag": MAIN_TAG, "protocol": "paper", "profile": "full"}
 
 # name -> (kind, meaning).  kinds: str, int, float, bool, acc (float in [0,1]), choice, dict, time
 FIELDS: dict = {
@@ -326,6 +329,23 @@ def _version(dist: str) -> str:
         return "absent"
 
 
+def _command_line() -> str:
+    """``python -m lib.run ...`` for a module of this repository run with -m, else the argv."""
+    import shlex
+
+    if not sys.argv or not sys.argv[0]:
+        return ""
+    prog = Path(sys.argv[0])
+    args = " ".join(shlex.quote(a) for a in sys.argv[1:])
+    try:
+        rel = prog.resolve().relative_to(_REPO_ROOT)
+    except (ValueError, OSError):
+        rel = None
+    if rel is not None and rel.suffix == ".py" and rel.parts[0] == "lib":
+        return f"python -m {'.'.join(rel.with_suffix('').parts)} {args}".strip()
+    return " ".join([Path(sys.executable).name, shlex.quote(sys.argv[0]), args]).strip()
+
+
 def provenance(*, device: str = "cpu", n_devices: int = 1, command: str | None = None,
                extra_versions: Iterable[str] = ()) -> dict:
     """The bookkeeping fields every record carries: ``versions``, ``commit``, ``dirty``,
@@ -345,7 +365,7 @@ def provenance(*, device: str = "cpu", n_devices: int = 1, command: str | None =
     except (OSError, subprocess.SubprocessError):
         commit, dirty = "unknown", False
     if command is None:
-        command = " ".join([Path(sys.executable).name] + sys.argv) if sys.argv else ""
+        command = _command_line()
     return {"versions": versions, "commit": commit, "dirty": dirty, "device": device,
             "n_devices": int(n_devices), "command": command,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
@@ -541,17 +561,6 @@ def select(df: pd.DataFrame, where: Mapping | None = None) -> pd.DataFrame:
     return df[mask.to_numpy()]
 
 
-def _describe(where: Mapping) -> str:
-    parts = []
-    for f, v in where.items():
-        if callable(v):
-            v = getattr(v, "__name__", "<callable>")
-        elif isinstance(v, (list, tuple, set, frozenset)):
-            v = "|".join(map(str, v))
-        parts.append(f"{f}={v}")
-    return ", ".join(parts)
-
-
 def _check_one_per_seed(df, keys, what):
     dup = df.duplicated(subset=list(keys) + ["seed"], keep=False)
     if dup.any():
@@ -720,13 +729,12 @@ RULES = {
 }
 
 
-def default_command(*, claim: str, ssm: str, datasets, models, reshapes, tag: str = MAIN_TAG,
+def default_command(*, claim: str, ssm: str, datasets, models=(), reshapes=(), tag: str = MAIN_TAG,
                     **_) -> str:
-    """The grid command line that would produce the missing records (``lib.grid`` may pass its
-    own builder to ``verdicts(command=...)``)."""
-    return (f"python -m lib.grid --ssm {ssm} --datasets {','.join(datasets)} "
-            f"--models {','.join(f'{k}x{l}' for k, l in models)} "
-            f"--reshape {','.join(reshapes)} --seeds 5 --tag {tag}")
+    """The ``lib.grid`` command line that makes the records a verdict row lacks (the main grid runs
+    every model and reshaping a claim needs; ``verdicts(command=...)`` can supply another)."""
+    grid = "main" if tag == MAIN_TAG else tag
+    return f"python -m lib.grid --grid {grid} --profile full --ssms {ssm} --datasets {' '.join(datasets)}"
 
 
 def _command(command, **spec) -> str:
@@ -754,6 +762,41 @@ def _aggregate(pairs, *, unit, n_boot, seed, level):
     return len(means), int(per.size().min()), float(means.mean()), lo, hi
 
 
+def _claim_pairs(d, claim, *, model=None, looped=(1, 6), standard=(6, 1), metric="test_acc"):
+    none = {"reshape": "none"}
+    reshaped = {"reshape": ["concat", "rechunk"]}
+    (lk, ll), (sk, sl) = looped, standard
+    if claim == "C1":
+        a, b, choose = {"blocks": lk, "loops": ll, **none}, {"blocks": sk, "loops": sl, **none}, False
+    elif claim == "C3":
+        mk, ml = standard if model is None else model
+        a, b, choose = {"blocks": mk, "loops": ml, **reshaped}, {"blocks": mk, "loops": ml, **none}, True
+    elif claim == "C4":
+        a, b, choose = {"blocks": lk, "loops": ll, **reshaped}, {"blocks": sk, "loops": sl, **none}, True
+    else:
+        raise ValueError(f"claim must be 'C1', 'C3' or 'C4', got {claim!r}")
+    if d.empty:
+        return pd.DataFrame(columns=["dataset", "seed", "a", "b", "diff"])
+    A = select(d, a)
+    if choose:
+        A = best_by_validation(A, over=("reshape", "chunk", "order"))
+    return paired_differences(pd.concat([A, select(d, b)], ignore_index=True), a=a, b=b,
+                              metric=metric)
+
+
+def claim_pairs(df: pd.DataFrame, claim: str, ssm: str, *, model=None, looped=(1, 6),
+                standard=(6, 1), where: Mapping | None = None, metric: str = "test_acc") -> pd.DataFrame:
+    """The per-seed pairs behind one ``verdicts`` row (feed them to ``per_dataset_comparison``):
+    **C1** looped − standard, both without reshaping; **C3** best reshaping (by validation) − none
+    for ``model`` = (blocks, loops) (default: the standard model); **C4** looped + its best
+    reshaping − standard + none. ``where`` as in ``verdicts``."""
+    where = DEFAULT_WHERE if where is None else where
+    d = select(df, where) if not df.empty else df
+    d = d[d["ssm"] == ssm] if not d.empty else d
+    return _claim_pairs(d, claim, model=model, looped=tuple(looped), standard=tuple(standard),
+                        metric=metric)
+
+
 def verdicts(df: pd.DataFrame, *, ssms=PAPER_SSMS, datasets=DEFAULT_DATASETS, looped=((1, 6),),
              standard=(6, 1), where: Mapping | None = None, command=None,
              metric: str = "test_acc", unit: str = "dataset", n_boot: int = N_BOOT,
@@ -772,36 +815,27 @@ def verdicts(df: pd.DataFrame, *, ssms=PAPER_SSMS, datasets=DEFAULT_DATASETS, lo
     Per data set, a difference is the mean over paired seeds; ``mean_diff`` is the mean over data
     sets and ``ci_low``/``ci_high`` its percentile bootstrap interval over data sets (``unit=
     "seed"``: resample seeds within data sets instead). ``where`` filters the records first
-    (default ``{"tag": MAIN_TAG, "protocol": "paper"}``; pass ``{}`` for none). Data sets of
-    ``datasets`` without pairs are listed in ``missing``; when nothing is paired the verdict is
-    "not yet run". ``command`` (a callable taking keyword arguments ``claim, ssm, datasets,
+    (default ``DEFAULT_WHERE``: tag "main", paper protocol, full profile; pass ``{}`` for none).
+    Data sets of ``datasets`` without pairs are listed in ``missing``; when nothing is paired the verdict is
+    "not yet run". ``datasets``: the data sets the verdict is about (records of others are ignored);
+    ``None`` takes every data set in the records. ``command`` (a callable taking keyword arguments ``claim, ssm, datasets,
     models, reshapes, tag``, or a format string with those names) makes the ``command`` column
     for rows with missing data; ``default_command`` is used when it is None.
     """
-    where = {"tag": MAIN_TAG, "protocol": "paper"} if where is None else where
+    where = DEFAULT_WHERE if where is None else where
     if not df.empty:
         df = select(df, where)
         df = df[~df["ssm"].isin(BASELINE_SSMS)]
+        if datasets is not None:
+            df = df[df["dataset"].isin(list(datasets))]
     tag = where["tag"] if isinstance(where.get("tag"), str) else MAIN_TAG
-    datasets = list(datasets or [])
+    if datasets is None:
+        datasets = sorted(set(df["dataset"])) if not df.empty else list(DEFAULT_DATASETS)
+    datasets = list(datasets)
     looped = [tuple(x) for x in looped]
     sk, sl = standard
     ssms = list(ssms) if ssms is not None else sorted(set(df["ssm"]) if not df.empty else [])
-    none = {"reshape": "none"}
-    reshaped = {"reshape": ["concat", "rechunk"]}
     rows = []
-
-    def model(k, l):
-        return {"blocks": k, "loops": l}
-
-    def pairs_for(d, a, b, choose_a=False):
-        if d.empty:
-            return pd.DataFrame(columns=["dataset", "diff"])
-        A = select(d, a)
-        if choose_a:
-            A = best_by_validation(A, over=("reshape", "chunk", "order"))
-        both = pd.concat([A, select(d, b)], ignore_index=True)
-        return paired_differences(both, a=a, b=b, metric=metric)
 
     def row(claim, ssm, comparison, pairs, rule_ok, threshold, models, reshapes):
         n_ds, n_seeds, mean, lo, hi = _aggregate(pairs, unit=unit, n_boot=n_boot, seed=seed,
@@ -824,20 +858,20 @@ def verdicts(df: pd.DataFrame, *, ssms=PAPER_SSMS, datasets=DEFAULT_DATASETS, lo
         d = df[df["ssm"] == ssm] if not df.empty else df
         c1 = {}
         for k, l in looped:
-            p = pairs_for(d, {**model(k, l), **none}, {**model(sk, sl), **none})
+            p = _claim_pairs(d, "C1", looped=(k, l), standard=standard, metric=metric)
             c1[(k, l)] = row("C1", ssm, f"looped {k}x{l} − standard {sk}x{sl} (no reshaping)", p,
                              lambda m, lo, hi: m >= C1_MIN_DIFF and hi >= 0, C1_MIN_DIFF,
                              [(k, l), (sk, sl)], ["none"])
         c3 = {}
         for k, l in [(sk, sl)] + looped[:1]:
-            p = pairs_for(d, {**model(k, l), **reshaped}, {**model(k, l), **none}, choose_a=True)
+            p = _claim_pairs(d, "C3", model=(k, l), metric=metric)
             c3[(k, l)] = row("C3", ssm, f"best reshaping − none, {k}x{l}", p,
                              lambda m, lo, hi: m >= C3_MIN_GAIN and lo > 0, C3_MIN_GAIN,
                              [(k, l)], ["none", "concat", "rechunk"])
         k, l = looped[0]
         g_loop, p_loop = c1[(k, l)]
         g_resh, p_resh = c3[(sk, sl)]
-        p = pairs_for(d, {**model(k, l), **reshaped}, {**model(sk, sl), **none}, choose_a=True)
+        p = _claim_pairs(d, "C4", looped=(k, l), standard=standard, metric=metric)
         if not p.empty:
             common = set(p["dataset"]) & set(p_loop["dataset"]) & set(p_resh["dataset"])
             p = p[p["dataset"].isin(common)]
@@ -851,6 +885,43 @@ def verdicts(df: pd.DataFrame, *, ssms=PAPER_SSMS, datasets=DEFAULT_DATASETS, lo
     cols = ["claim", "ssm", "comparison", "n_datasets", "n_seeds", "mean_diff", "ci_low", "ci_high",
             "threshold", "verdict", "missing", "command"]
     return pd.DataFrame(rows, columns=cols)
+
+
+def claim_verdicts(records, **kwargs) -> pd.DataFrame:
+    """One row per claim (C1, C3, C4) over all SSMs, for the book's summary table: columns
+    ``claim, verdict, evidence, command, n_ssms_run``. ``records``: a DataFrame, a path, a glob or a
+    list of paths (read with ``read_records``); ``kwargs`` go to ``verdicts``.
+
+    Verdict: "not yet run" when no SSM has pairs; "holds" / "does not hold" when every row with
+    data agrees; "partly holds (i of n)" otherwise. ``evidence`` lists each row's mean difference
+    and interval in points."""
+    df = records if isinstance(records, pd.DataFrame) else read_records(records)
+    v = verdicts(df, **kwargs)
+    out = []
+    for claim in ("C1", "C3", "C4"):
+        rows = v[v["claim"] == claim]
+        run = rows[rows["verdict"] != "not yet run"]
+        n_hold = int((run["verdict"] == "holds").sum())
+        if run.empty:
+            verdict = "not yet run"
+        elif n_hold == len(run):
+            verdict = "holds"
+        elif n_hold == 0:
+            verdict = "does not hold"
+        else:
+            verdict = f"partly holds ({n_hold} of {len(run)})"
+        parts = []
+        for _, r in rows.iterrows():
+            if r["verdict"] == "not yet run":
+                parts.append(f"{r['ssm']}: not yet run")
+            else:
+                parts.append(f"{r['ssm']} ({r['comparison']}): {r['mean_diff']:+.2f} "
+                             f"[{r['ci_low']:+.2f}, {r['ci_high']:+.2f}] pts, "
+                             f"{r['n_datasets']} data sets × {r['n_seeds']} seeds, {r['verdict']}")
+        cmds = sorted({c for c in rows["command"] if c})
+        out.append({"claim": claim, "verdict": verdict, "evidence": "; ".join(parts),
+                    "command": " && ".join(cmds), "n_ssms_run": int(run["ssm"].nunique())})
+    return pd.DataFrame(out, columns=["claim", "verdict", "evidence", "command", "n_ssms_run"])
 
 
 # --------------------------------------------------------------------------------------------

@@ -201,13 +201,21 @@ def params_path(folder: Path, rec: dict) -> Path:
     return Path(folder) / name
 
 
+def flat_arrays(state) -> dict:
+    """``{"path/to/leaf": array}`` of a model state's parameters and norm statistics (no RNG state)."""
+    from flax import nnx
+
+    kept = nnx.filter_state(state, nnx.Any(nnx.Param, nnx.BatchStat))
+    return {"/".join(map(str, k)): np.asarray(v) for k, v in nnx.to_flat_state(kept)}
+
+
 def save_state(folder: Path, rec: dict, trainer, state, model_kwargs: dict) -> Path:
     """Save one seed's best model state as ``.npz`` (flat paths) plus a ``.json`` with how to rebuild it."""
     from flax import nnx
 
     folder.mkdir(parents=True, exist_ok=True)
     base = params_path(folder, rec)
-    flat = {"/".join(map(str, k)): np.asarray(v) for k, v in nnx.to_flat_state(state)}
+    flat = flat_arrays(state)
     tmp = base.with_suffix(".npz.tmp")
     with open(tmp, "wb") as f:
         np.savez_compressed(f, **flat)

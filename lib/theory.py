@@ -62,15 +62,15 @@ def deep_scalar_ssm(u, lam, b, c, *, mode: str = "parallel"):
     return ys
 
 
-@partial(jax.jit, static_argnames=("length",))
-def impulse_response(lam, b, c, length: int):
+@partial(jax.jit, static_argnames=("length", "mode"))
+def impulse_response(lam, b, c, length: int, *, mode: str = "parallel"):
     """Impulse responses h^(k)(n), n = 0..length-1, of the stack up to every layer k (shape (K, length)).
 
     Measured by simulation: ``deep_scalar_ssm`` driven by the one-hot input δ_{t,0}. Closed form for
     identical layers: ``negative_binomial_impulse``.
     """
     u = jnp.zeros((length,), jnp.float32).at[0].set(1.0)
-    return deep_scalar_ssm(u, lam, b, c)
+    return deep_scalar_ssm(u, lam, b, c, mode=mode)
 
 
 def negative_binomial_impulse(lam, K: int, length: int):
@@ -217,9 +217,9 @@ def variance_from_impulse(h, sigma=1.0):
 def frequency_response(lam, b, c, omega):
     """H(e^{iω}) = Π_k b_k c_k / (1 - λ_k e^{-iω}) (paper Prop. 2 form; real or complex λ)."""
     lam = np.asarray(lam, dtype=np.complex128)[:, None]
-    z_inv = np.exp(-1j * np.asarray(omega, dtype=np.float64))[None, :]
+    z_inv = np.exp(-1j * np.atleast_1d(np.asarray(omega, dtype=np.float64)))[None, :]
     gain = np.prod(np.asarray(b) * np.asarray(c))
-    return gain * np.prod(1.0 / (1.0 - lam * z_inv), axis=0)
+    return (gain * np.prod(1.0 / (1.0 - lam * z_inv), axis=0)).reshape(np.shape(omega))
 
 
 def group_delay(lam, omega):
@@ -232,7 +232,7 @@ def group_delay(lam, omega):
     lam = np.asarray(lam)
     r = np.abs(lam).astype(np.float64)[:, None]
     phi = np.angle(lam).astype(np.float64)[:, None]
-    cos = np.cos(np.asarray(omega, dtype=np.float64)[None, :] - phi)
+    cos = np.cos(np.atleast_1d(np.asarray(omega, dtype=np.float64))[None, :] - phi)
     tau = np.sum((r * cos - r**2) / (1.0 - 2.0 * r * cos + r**2), axis=0)
     return tau.reshape(np.shape(omega))
 
@@ -245,7 +245,7 @@ def group_delay_modes(residue, lam, omega):
     """
     r = np.asarray(residue, dtype=np.complex128)[:, None]
     lam = np.asarray(lam, dtype=np.complex128)[:, None]
-    e = np.exp(-1j * np.asarray(omega, dtype=np.float64))[None, :]
+    e = np.exp(-1j * np.atleast_1d(np.asarray(omega, dtype=np.float64)))[None, :]
     H = np.sum(r / (1.0 - lam * e), axis=0)
     dH = -1j * np.sum(r * lam * e / (1.0 - lam * e) ** 2, axis=0)
     return (-np.imag(dH / H)).reshape(np.shape(omega))
@@ -376,15 +376,18 @@ def nu_from_lam(lam):
     return jnp.log(-jnp.log(lam))
 
 
-def _student_params(p, active, norm):
-    """Per-layer (λ, b, c) of a student with ``K_max`` slots; inactive slots are identity layers."""
+def _student_params(p, active, norm, tied):
+    """Per-layer (λ, b, c) of a student with ``K_max`` slots; inactive slots are identity layers.
+    ``tied``: every active layer uses slot 0's parameters (a looped, weight-tied stack)."""
+    if tied:
+        p = {k: jnp.broadcast_to(v[:1], v.shape) for k, v in p.items()}
     lam = lam_from_nu(p["nu"])
     b = p["b"] * jnp.sqrt(1.0 - lam**2) if norm == "lru" else p["b"]
     return (jnp.where(active, lam, 0.0), jnp.where(active, b, 1.0), jnp.where(active, p["c"], 1.0))
 
 
-@partial(jax.jit, static_argnames=("K_max", "steps", "T", "batch", "loss", "norm"))
-def _fit(key, K, teacher, K_max, steps, lr, T, batch, lam_lo, lam_hi, loss, norm):
+@partial(jax.jit, static_argnames=("K_max", "steps", "T", "batch", "loss", "norm", "tied", "mode"))
+def _fit(key, K, teacher, K_max, steps, lr, T, batch, lam_lo, lam_hi, loss, norm, tied, mode):
     """One student with K active layers out of K_max slots (K traced, so one compile serves every K)."""
     t_lam, t_b, t_c = teacher
     active = jnp.arange(K_max) < K
@@ -392,16 +395,21 @@ def _fit(key, K, teacher, K_max, steps, lr, T, batch, lam_lo, lam_hi, loss, norm
     lam0 = jax.random.uniform(k_init, (K_max,), minval=lam_lo, maxval=lam_hi)
     b0 = jnp.ones((K_max,)) if norm == "lru" else jnp.sqrt(1.0 - lam0**2)
     params = {"nu": nu_from_lam(lam0), "b": b0, "c": jnp.ones((K_max,))}
+    # Balanced unit-variance init: the K-layer output variance explodes with depth (Sec. 3), so
+    # rescale every active c_k by the same factor to make Σ_n h(n)² = 1 (the teacher's value).
+    h0 = impulse_response(*_student_params(params, active, norm, tied), 4 * T, mode=mode)[-1]
+    energy = jnp.sum(h0**2)
+    params["c"] = params["c"] * energy ** (-0.5 / K)
     opt = optax.adam(optax.cosine_decay_schedule(lr, steps))
     state = opt.init(params)
     weight = (T - jnp.arange(T)) / T  # E_u[mean_t (y_t - y*_t)^2] = sum_n (T-n)/T (h(n) - h*(n))^2
-    h_star = impulse_response(t_lam, t_b, t_c, T)[-1]
+    h_star = impulse_response(t_lam, t_b, t_c, T, mode=mode)[-1]
 
     def loss_fn(p, u, target):
         if loss == "expected":
-            h = impulse_response(*_student_params(p, active, norm), T)[-1]
+            h = impulse_response(*_student_params(p, active, norm, tied), T, mode=mode)[-1]
             return jnp.sum(weight * (h - h_star) ** 2)
-        y = deep_scalar_ssm(u, *_student_params(p, active, norm))[-1]
+        y = deep_scalar_ssm(u, *_student_params(p, active, norm, tied), mode=mode)[-1]
         return jnp.mean((y - target) ** 2)
 
     def step(carry, i):
@@ -410,31 +418,33 @@ def _fit(key, K, teacher, K_max, steps, lr, T, batch, lam_lo, lam_hi, loss, norm
             u = target = None
         else:
             u = jax.random.normal(jax.random.fold_in(k_data, i), (batch, T))
-            target = deep_scalar_ssm(u, t_lam, t_b, t_c)[-1]
+            target = deep_scalar_ssm(u, t_lam, t_b, t_c, mode=mode)[-1]
         loss_i, g = jax.value_and_grad(loss_fn)(p, u, target)
         upd, s = opt.update(g, s, p)
         p = optax.apply_updates(p, upd)
-        return (p, s), (loss_i, lam_from_nu(p["nu"]))
+        return (p, s), (loss_i, _student_params(p, active, norm, tied)[0])
 
+    lam_init = _student_params(params, active, norm, tied)[0]
     (params, _), (losses, lam) = jax.lax.scan(step, (params, state), jnp.arange(steps))
-    lam = jnp.where(active, jnp.concatenate([lam0[None], lam]), jnp.nan)
-    lam_f, b_f, c_f = _student_params(params, active, norm)
+    lam = jnp.where(active, jnp.concatenate([lam_init[None], lam]), jnp.nan)
+    lam_f, b_f, c_f = _student_params(params, active, norm, tied)
     return {"lam": lam, "loss": losses, "b": jnp.where(active, b_f, jnp.nan),
             "c": jnp.where(active, c_f, jnp.nan)}
 
 
-def _fit_args(teacher, steps, lr, T, batch, lam_init, loss, norm):
+def _fit_args(teacher, steps, lr, T, batch, lam_init, loss, norm, tied, mode):
     if loss not in ("sampled", "expected"):
         raise ValueError(f"loss must be 'sampled' or 'expected', got {loss!r}")
     if norm not in ("lru", "none"):
         raise ValueError(f"norm must be 'lru' or 'none', got {norm!r}")
     teacher = tuple(jnp.asarray(t, jnp.float32) for t in teacher)
     return dict(teacher=teacher, steps=steps, lr=lr, T=T, batch=batch, lam_lo=lam_init[0],
-                lam_hi=lam_init[1], loss=loss, norm=norm)
+                lam_hi=lam_init[1], loss=loss, norm=norm, tied=bool(tied), mode=mode)
 
 
 def fit_student(teacher, K: int, steps: int = 1000, lr: float = 0.01, seed=0, T: int = 300,
-                batch: int = 32, lam_init=(0.5, 0.9), loss: str = "sampled", norm: str = "lru"):
+                batch: int = 32, lam_init=(0.5, 0.9), loss: str = "sampled", norm: str = "lru",
+                tied: bool = False, mode: str = "sequential"):
     """Train a K-layer scalar linear SSM student with Adam (cosine-decayed ``lr``) to match a fixed
     teacher stack ``teacher = (lam, b, c)`` on white-noise inputs u ~ N(0, 1): the linear system
     identification task of Zucchet & Orvieto (2024), whose scan used T = 300 and Adam with a cosine
@@ -446,13 +456,18 @@ def fit_student(teacher, K: int, steps: int = 1000, lr: float = 0.01, seed=0, T:
 
     Student layer k: λ_k = exp(-exp(ν_k)) ∈ (0, 1); ``norm="lru"``: b_k = sqrt(1-λ_k²) β_k (the LRU's
     input normalisation γ), β_k(0) = 1; ``norm="none"``: b_k trained directly, b_k(0) = sqrt(1-λ_k(0)²).
-    c_k(0) = 1. λ_k(0) ~ U[lam_init] (lam_init = (a, a) starts all layers equal). ν, b (or β), c are
-    trained. Deterministic given ``seed``; a sequence of seeds is vmapped (leading seed axis).
+    c_k(0) = s for all k, with s chosen so the student's initial output has unit variance under white
+    noise (the K-layer variance explodes with depth otherwise, and Adam's second-moment estimate then
+    keeps the steps tiny for thousands of iterations). λ_k(0) ~ U[lam_init] (lam_init = (a, a) starts
+    all layers equal). ν, b (or β), c are trained. ``tied=True`` shares one (λ, b, c) across the K layers: a looped (weight-tied) student.
+    ``mode`` is the scan of ``lib.scan.linear_recurrence``: "sequential" compiles much faster on CPU
+    inside the training loop (same numbers). Deterministic given ``seed``; a sequence of seeds is
+    vmapped (leading seed axis).
 
     Returns NumPy arrays: ``lam`` (steps+1, K) per-layer λ (row 0 = init), ``loss`` (steps,), the
     final effective ``b`` and ``c`` (K,).
     """
-    kw = _fit_args(teacher, steps, lr, T, batch, lam_init, loss, norm)
+    kw = _fit_args(teacher, steps, lr, T, batch, lam_init, loss, norm, tied, mode)
     if np.ndim(seed) == 0:
         out = _fit(jax.random.PRNGKey(int(seed)), K, K_max=K, **kw)
     else:
@@ -462,7 +477,8 @@ def fit_student(teacher, K: int, steps: int = 1000, lr: float = 0.01, seed=0, T:
 
 
 def fit_students(teacher, Ks, seeds, steps: int = 1000, lr: float = 0.01, T: int = 300,
-                 batch: int = 32, lam_init=(0.5, 0.9), loss: str = "sampled", norm: str = "lru"):
+                 batch: int = 32, lam_init=(0.5, 0.9), loss: str = "sampled", norm: str = "lru",
+                 tied: bool = False, mode: str = "sequential"):
     """``fit_student`` over a grid of depths × seeds in one compiled, vmapped program.
 
     Students have max(Ks) layer slots; the slots beyond a student's K are identity layers
@@ -470,10 +486,36 @@ def fit_students(teacher, Ks, seeds, steps: int = 1000, lr: float = 0.01, T: int
     ``fit_student`` with the same seed only in their first K slots. Outputs have leading axes
     (len(Ks), len(seeds)); ``lam``, ``b``, ``c`` are NaN in inactive slots.
     """
-    kw = _fit_args(teacher, steps, lr, T, batch, lam_init, loss, norm)
+    kw = _fit_args(teacher, steps, lr, T, batch, lam_init, loss, norm, tied, mode)
     K_max = int(max(Ks))
     keys = jnp.stack([jax.random.PRNGKey(int(s)) for s in seeds])
     Kv = jnp.asarray(Ks, jnp.int32)
     fit = lambda k, K: _fit(k, K, K_max=K_max, **kw)  # noqa: E731
     out = jax.vmap(lambda K: jax.vmap(lambda k: fit(k, K))(keys))(Kv)
     return {k: np.asarray(v) for k, v in out.items()}
+
+
+def best_equal_lambda(teacher, K: int, T: int | None = 300):
+    """The λ of K *identical* layers that minimises the expected MSE to ``teacher = (lam, b, c)``:
+
+        min_{λ, G} Σ_n w_n (G h_K(n; λ) - h*(n))²,   w_n = (T-n)/T (n < T), or w_n = 1 if T is None,
+
+    with h_K the negative binomial impulse response and the gain G solved in closed form. This is
+    where a looped (tied) student trained on the white-noise task should land (ours: a numerical
+    optimum, not a formula from the paper). Returns (λ_eq, loss at λ_eq).
+    """
+    from scipy.optimize import minimize_scalar
+
+    t_lam = np.asarray(teacher[0], dtype=np.float64)
+    L = T if T is not None else int(60 / (1.0 - np.max(np.abs(t_lam)))) + 1000
+    h_star = np.asarray(impulse_response(*teacher, L, mode="sequential")[-1], dtype=np.float64)
+    w = (T - np.arange(L)) / T if T is not None else np.ones(L)
+
+    def loss(lam):
+        h = negative_binomial_impulse(lam, K, L)
+        G = np.sum(w * h * h_star) / np.sum(w * h * h)
+        return np.sum(w * (G * h - h_star) ** 2)
+
+    res = minimize_scalar(loss, bounds=(1e-6, 1.0 - 1e-6), method="bounded",
+                          options={"xatol": 1e-9})
+    return float(res.x), float(res.fun)

@@ -29,7 +29,7 @@ from pathlib import Path
 
 RENDERER = "book"
 BUNDLE_NAME = "vega-bundle.js"
-EMBED_OPTIONS = {"actions": False, "mode": "vega-lite"}
+EMBED_OPTIONS = {"actions": False, "mode": "vega-lite", "renderer": "svg"}
 
 _counter = itertools.count()
 
@@ -100,11 +100,12 @@ def render(spec: dict, **metadata) -> dict:
     }
 
 
-def setup(*, force: bool = False) -> str:
+def setup(*, force: bool = False) -> None:
     """Register the ``"book"`` renderer, enable it (unless in a live kernel), lift the row limit.
 
-    Returns the name of the renderer now enabled. ``force=True`` enables ``"book"`` even in a live
-    kernel (only useful when the page that shows the output also loads ``vega-bundle.js``). Idempotent.
+    ``force=True`` enables ``"book"`` even in a live kernel (only useful when the page that shows the
+    output also loads ``vega-bundle.js``). ``altair.renderers.active`` tells which renderer is on.
+    Idempotent; returns nothing, so a notebook cell ending with it shows no output.
     """
     import altair as alt
 
@@ -113,7 +114,17 @@ def setup(*, force: bool = False) -> str:
     alt.data_transformers.disable_max_rows()
     if force or not live():
         alt.renderers.enable(RENDERER)
-    return alt.renderers.active
+
+
+def _bundle_header() -> str:
+    import altair as alt
+    import vl_convert
+
+    return (
+        f"/* vega-embed + vega-lite {alt.SCHEMA_VERSION} + vega {vl_convert.get_vega_version()}, bundled by "
+        f"vl-convert-python {vl_convert.__version__} (lib.viz.write_vendor). Generated at build time; "
+        "licenses: BSD-3-Clause (vega, vega-lite, vega-embed), see the packages. */\n"
+    )
 
 
 def bundle_source() -> str:
@@ -123,26 +134,25 @@ def bundle_source() -> str:
 
     major_minor = ".".join(alt.SCHEMA_VERSION.lstrip("v").split(".")[:2])
     bundle = vl_convert.javascript_bundle(vl_version=f"v{major_minor}")
-    header = (
-        f"/* vega-embed + vega-lite {alt.SCHEMA_VERSION} + vega {vl_convert.get_vega_version()}, bundled by "
-        f"vl-convert-python {vl_convert.__version__} (lib.viz.write_vendor). Generated at build time; "
-        "licenses: BSD-3-Clause (vega, vega-lite, vega-embed), see the packages. */\n"
-    )
-    return header + "(function(){\n" + bundle + "\n})();\n"
+    return _bundle_header() + "(function(){\n" + bundle + "\n})();\n"
 
 
 def write_vendor(folder) -> Path:
     """Write ``vega-bundle.js`` into ``folder`` (created if needed) and return its path.
 
-    Skips the write when the file already holds exactly this bundle, so repeated builds are cheap-ish
-    (generating the bundle itself takes about a second).
+    The file's first line names the altair and vl-convert versions; when an existing file has the
+    same first line it is kept (generating the bundle takes seconds).
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / BUNDLE_NAME
-    source = bundle_source()
-    if not path.exists() or path.read_text(encoding="utf-8") != source:
-        path.write_text(source, encoding="utf-8")
+    if path.exists():
+        with path.open(encoding="utf-8") as f:
+            if f.readline() == _bundle_header() and path.stat().st_size > 100_000:
+                return path
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(bundle_source(), encoding="utf-8")
+    tmp.replace(path)
     return path
 
 

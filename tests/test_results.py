@@ -212,6 +212,8 @@ def test_sigkill_midway_leaves_only_whole_records(tmp_path):
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
+        proc.stdout.close()
+        proc.stderr.close()
     assert proc.returncode == -signal.SIGKILL
     assert "appended 2" in seen and "appended 3" not in seen
     leftovers = [x for x in tmp_path.iterdir() if x.name.endswith(".tmp")]
@@ -389,6 +391,13 @@ def test_verdicts_hold_fail_and_missing():
     assert c4["verdict"] == "holds" and c4["mean_diff"] == pytest.approx(3.5, abs=1e-6)
     assert c4["threshold"] == pytest.approx(2.0, abs=1e-6)
 
+    # the pairs behind a row, per data set
+    pairs = R.claim_pairs(df, "C3", "s5")
+    assert set(pairs["chunk_a"]) == {4} and len(pairs) == len(DATASETS) * len(SEEDS)
+    per = R.per_dataset_comparison(pairs)
+    assert list(per["dataset"]) == list(DATASETS) and per["diff_mean"].tolist() == pytest.approx([3.0] * 4)
+    assert R.claim_pairs(df, "C1", "lrcssm").empty
+
     assert verdict_of(v, "C1", "lru")["verdict"] == "does not hold"
     assert verdict_of(v, "C1", "lru")["mean_diff"] == pytest.approx(-4.0, abs=1e-6)
     assert verdict_of(v, "C3", "lru", "6x1")["verdict"] == "does not hold"
@@ -422,7 +431,13 @@ def test_verdicts_partial_data_lists_missing_and_default_filters():
     v = R.verdicts(df, ssms=("s5",), datasets=DATASETS)
     r = verdict_of(v, "C1", "s5")
     assert r["n_datasets"] == 2 and r["missing"] == "D3,D4"
-    assert r["command"].startswith("python -m lib.grid --ssm s5 --datasets D3,D4")
+    assert r["command"] == "python -m lib.grid --grid main --profile full --ssms s5 --datasets D3 D4"
+    # datasets=None: every data set in the records; a data set outside `datasets` is ignored
+    assert verdict_of(R.verdicts(df, ssms=("s5",), datasets=None), "C1", "s5")["missing"] == ""
+    assert verdict_of(R.verdicts(df, ssms=("s5",), datasets=("D1",)), "C1", "s5")["n_datasets"] == 1
+    # smoke-profile records are not results
+    v = R.verdicts(df.assign(profile="smoke"), ssms=("s5",), datasets=DATASETS)
+    assert (v["verdict"] == "not yet run").all()
     # other tags are ignored by default
     v = R.verdicts(df.assign(tag="lr-select"), ssms=("s5",), datasets=DATASETS)
     assert (v["verdict"] == "not yet run").all()
@@ -433,6 +448,21 @@ def test_verdicts_partial_data_lists_missing_and_default_filters():
     # a format string works as a command too
     v = R.verdicts(pd.DataFrame(), ssms=("s5",), command="run {claim} {ssm} {datasets}")
     assert verdict_of(v, "C1", "s5")["command"] == "run C1 s5 SelfRegulationSCP1,MotorImagery"
+
+
+def test_claim_verdicts_one_row_per_claim(tmp_path):
+    df = pd.concat([grid("s5", 0.70, +0.005, +0.03), grid("lru", 0.70, -0.04, +0.03)], ignore_index=True)
+    path = tmp_path / "main-full.jsonl"
+    R.append_records(path, df.to_dict("records"))
+    cv = R.claim_verdicts([path], datasets=DATASETS)
+    assert list(cv["claim"]) == ["C1", "C3", "C4"]
+    row = cv.set_index("claim").loc["C1"]
+    assert row["verdict"] == "partly holds (1 of 2)" and row["n_ssms_run"] == 2
+    assert "s5 (looped 1x6 − standard 6x1 (no reshaping)): +0.50" in row["evidence"]
+    assert "linoss-im: not yet run" in row["evidence"] and "--ssms linoss-im" in row["command"]
+    assert cv.set_index("claim").loc["C3", "verdict"] == "holds"
+    empty = R.claim_verdicts(str(tmp_path / "none-*.jsonl"))
+    assert (empty["verdict"] == "not yet run").all()
 
 
 def test_rules_are_printable():
@@ -461,7 +491,7 @@ CONCURRENT = textwrap.dedent("""
     sys.path.insert(0, {repo!r})
     from lib import results as R
     from tests.test_results import make_record
-    for i in range(15):
+    for i in range(10):
         R.append_records(sys.argv[1], [make_record(seed=int(sys.argv[2]) * 1000 + i)])
 """)
 
@@ -474,4 +504,4 @@ def test_concurrent_writers_lose_nothing(tmp_path):
              for k in (1, 2)]
     assert [pr.wait(timeout=60) for pr in procs] == [0, 0]
     seeds = sorted(R.read_records(p)["seed"])
-    assert seeds == sorted([k * 1000 + i for k in (1, 2) for i in range(15)])
+    assert seeds == sorted([k * 1000 + i for k in (1, 2) for i in range(10)])

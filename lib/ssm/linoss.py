@@ -32,6 +32,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from lib.scan import block2_recurrence
+from lib.ssm.lru import check_input
 
 DISCRETIZATIONS = ("IM", "IMEX")
 
@@ -111,9 +112,7 @@ class LinOSS(nnx.Module):
         return jnp.concatenate([half_tr + root, half_tr - root])
 
     def __call__(self, u, mode: str = "parallel"):
-        u = jnp.asarray(u, jnp.float32)
-        if u.ndim < 2 or u.shape[-1] != self.hidden:
-            raise ValueError(f"u must have shape (..., T, {self.hidden}), got {u.shape}")
+        u = check_input(u, self.hidden, mode)
         A, step = self.A, self.step
         Bu = u.astype(jnp.complex64) @ self.B.T                               # (..., T, P)
         f_z, f_y = input_weights(A, step, self.discretization)

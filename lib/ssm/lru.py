@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from lib.scan import linear_recurrence
+from lib.scan import MODES, linear_recurrence
 
 
 def nu_init(key, shape, r_min=0.0, r_max=1.0):
@@ -61,7 +61,10 @@ def normal_init(key, shape, scale=1.0):
     return scale * jax.random.normal(key, shape)
 
 
-def check_input(u, hidden: int):
+def check_input(u, hidden: int, mode: str):
+    """``u`` as float32 ``(..., T, hidden)``; ValueError for a wrong shape or ``mode``."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     u = jnp.asarray(u, jnp.float32)
     if u.ndim < 2 or u.shape[-1] != hidden:
         raise ValueError(f"u must have shape (..., T, {hidden}), got {u.shape}")
@@ -112,7 +115,7 @@ class LRU(nnx.Module):
         return self.Lambda
 
     def __call__(self, u, mode: str = "parallel"):
-        u = check_input(u, self.hidden)
+        u = check_input(u, self.hidden, mode)
         Bu = u.astype(jnp.complex64) @ self.B_norm.T                    # γ ⊙ (B u_t): (..., T, P)
         h = linear_recurrence(self.Lambda, Bu, mode=mode)               # h_t = Λ ⊙ h_{t-1} + γ ⊙ B u_t
         return (h @ self.C.T).real + self.D[...] * u                    # y_t = Re(C h_t) + D ⊙ u_t

@@ -37,6 +37,7 @@ import scipy.linalg
 from flax import nnx
 
 from lib.scan import linear_recurrence
+from lib.ssm.lru import check_input
 
 DISCRETIZATIONS = ("zoh", "bilinear")
 
@@ -165,9 +166,7 @@ class S5(nnx.Module):
         return self.discretize()[0]
 
     def __call__(self, u, mode: str = "parallel"):
-        u = jnp.asarray(u, jnp.float32)
-        if u.ndim < 2 or u.shape[-1] != self.hidden:
-            raise ValueError(f"u must have shape (..., T, {self.hidden}), got {u.shape}")
+        u = check_input(u, self.hidden, mode)
         Lambda_bar, B_bar = self.discretize()
         x = linear_recurrence(Lambda_bar, u.astype(jnp.complex64) @ B_bar.T, mode=mode)  # x_t = Λ̄ x_{t-1} + B̄ u_t
         y = (x @ self.C_tilde.T).real

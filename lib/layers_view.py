@@ -1,0 +1,155 @@
+"""Views of the SSM layers for the book: impulse responses, a memory-timescale knob, scan checks, timings.
+
+Nothing here defines a layer; every function takes the layers of ``lib.ssm`` through their public API
+(``Layer(hidden, state, *, rngs, **options)``, ``layer(u, mode=...)``, ``layer.kernel(length)``).
+
+* ``impulse_response(layer, length)`` — what the state path of a layer does with a unit impulse in one
+  input channel: ``K_k[:, channel]`` from ``layer.kernel`` for the linear time-invariant layers (LRU, S5,
+  LinOSS), and the finite difference ``(y(s·δ) − y(0)) / s`` for the nonlinear LrcSSM. The skip
+  ``D ⊙ u_t`` (an impulse at ``k = 0`` only) is left out.
+* ``timescale_layer(name, hidden, state, tau)`` — a layer of SSM ``name`` at initialisation whose memory
+  timescale is about ``tau`` steps (|λ|^τ ≈ 1/e), set through the knob that SSM has: LRU's ring
+  ``r_min, r_max``, S5's step range ``dt_min, dt_max``, LinOSS's step Δt, LrcSSM's ``step``.
+  ``timescale_knob`` says which value it uses.
+* ``eigen_timescale(layer)`` — the median timescale −1/log|λ| of a linear layer's eigenvalues.
+* ``decay_time(envelope)`` — the first lag at which an impulse-response envelope falls below 1/e of its peak.
+* ``scan_gap(layer, u)`` — max |parallel − sequential| of a layer on ``u`` (the check that the associative
+  scan computes the recurrence).
+* ``time_call(fn, *args, repeats)`` — compile once, then the median wall time of ``repeats`` calls.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from lib.ssm import make_ssm
+
+#: the knob each SSM exposes for its memory timescale (what ``timescale_layer`` sets)
+KNOBS = {
+    "lru": "ring r_min ≤ |λ| ≤ r_max",
+    "s5": "step Δ ∈ [dt_min, dt_max]",
+    "linoss-im": "step Δt (all oscillators)",
+    "linoss-imex": "step Δt (all oscillators)",
+    "lrcssm": "step Δt",
+}
+LINOSS_MAX_STEP = 0.95  # Δt = sigmoid(ŝ) < 1 in LinOSS, so the knob is capped here
+
+
+def timescale_knob(name: str, tau: float) -> dict:
+    """The option values that put SSM ``name``'s memory timescale at about ``tau`` steps.
+
+    * LRU: |λ| uniform-ish on the ring [exp(−2/τ), exp(−1/(2τ))], i.e. timescales τ/2 .. 2τ.
+    * S5: |Λ̄| = exp(Re Λ · Δ) = exp(−Δ/2) (HiPPO-N has Re Λ = −½), so Δ ∈ [1/τ, 4/τ] gives τ/2 .. 2τ.
+    * LinOSS-IM: |λ|² = 1/(1 + Δt²A); with A ≈ ½ (the mean of its U[0, 1) init) the timescale
+      2/log(1 + Δt²/2) equals τ at Δt = sqrt(2(e^{2/τ} − 1)), capped at ``LINOSS_MAX_STEP``.
+      LinOSS-IMEX gets the same Δt, but |λ| = 1 for it at any Δt: only its frequencies move.
+    * LrcSSM: linearised about x = 0 the cell decays at rate ε·|a| ≈ ½Δt · ½, so Δt = 4/τ.
+    """
+    if not tau > 0:
+        raise ValueError(f"tau must be positive, got {tau!r}")
+    if name == "lru":
+        return {"r_min": math.exp(-2.0 / tau), "r_max": math.exp(-0.5 / tau)}
+    if name == "s5":
+        return {"dt_min": 1.0 / tau, "dt_max": 4.0 / tau}
+    if name in ("linoss-im", "linoss-imex"):
+        return {"step": min(math.sqrt(2.0 * math.expm1(2.0 / tau)), LINOSS_MAX_STEP)}
+    if name == "lrcssm":
+        return {"step": 4.0 / tau}
+    raise ValueError(f"unknown ssm {name!r}; expected one of {list(KNOBS)}")
+
+
+def timescale_layer(name: str, hidden: int, state: int, tau: float, *, seed: int = 0):
+    """A freshly initialised layer of SSM ``name`` with memory timescale about ``tau`` (``timescale_knob``).
+
+    LinOSS has no constructor option for its step, so its ``step_hat`` parameter is overwritten with
+    logit(Δt) after initialisation; everything else is the layer's own init.
+    """
+    knob = timescale_knob(name, tau)
+    rngs = nnx.Rngs(seed)
+    if name.startswith("linoss"):
+        layer = make_ssm(name, hidden, state, rngs=rngs)
+        step = knob["step"]
+        layer.step_hat[...] = jnp.full_like(layer.step_hat[...], math.log(step / (1.0 - step)))
+        return layer
+    return make_ssm(name, hidden, state, rngs=rngs, **knob)
+
+
+@nnx.jit(static_argnames=("length",))
+def _kernel_column(layer, length: int, channel):
+    return jnp.take(layer.kernel(length), channel, axis=2)
+
+
+@nnx.jit(static_argnames=("length",))
+def _finite_difference(layer, length: int, channel, scale):
+    u = jnp.zeros((2, length, layer.hidden), jnp.float32).at[1, 0, channel].set(scale)
+    y = layer(u, mode="sequential")
+    return (y[1] - y[0]) / scale
+
+
+def impulse_response(layer, length: int, *, channel: int = 0, scale: float = 1.0) -> np.ndarray:
+    """The state path's response to a unit impulse at t = 0 in input ``channel``: ``(length, hidden)``.
+
+    Linear time-invariant layers (those with ``kernel``): ``K_k[:, channel]``, k = 0 .. length − 1, so
+    y_t = Σ_k K_k u_{t−k} + D ⊙ u_t without the skip term. Others (LrcSSM): the finite difference
+    (y(scale·δ) − y(0)) / scale, run with the sequential recurrence; it depends on ``scale`` because
+    the cell is nonlinear.
+    """
+    if not 0 <= channel < layer.hidden:
+        raise ValueError(f"channel must be in [0, {layer.hidden}), got {channel!r}")
+    if hasattr(layer, "kernel"):
+        return np.asarray(_kernel_column(layer, int(length), channel))
+    return np.asarray(_finite_difference(layer, int(length), channel, jnp.float32(scale)))
+
+
+def eigen_timescale(layer) -> float:
+    """Median over the modes of −1/log|λ| (steps until |λ|^k = 1/e), from ``layer.eigenvalues()``.
+
+    ``inf`` for modes with |λ| ≥ 1 (they never decay); ``nan`` for layers without ``eigenvalues``
+    (LrcSSM, whose Jacobian changes with the input).
+    """
+    if not hasattr(layer, "eigenvalues"):
+        return math.nan
+    radius = np.abs(np.asarray(layer.eigenvalues(), np.complex128))
+    with np.errstate(divide="ignore"):
+        tau = np.where(radius < 1.0, -1.0 / np.log(np.minimum(radius, 1.0 - 1e-16)), np.inf)
+    return float(np.median(tau))
+
+
+def decay_time(envelope) -> float:
+    """First lag k at which ``envelope[k] < envelope.max() / e`` after the peak; ``inf`` if it never does."""
+    env = np.asarray(envelope, np.float64)
+    peak = int(np.argmax(env))
+    below = np.flatnonzero(env[peak:] < env[peak] / math.e)
+    return float(peak + below[0]) if below.size else math.inf
+
+
+def scan_gap(layer, u) -> dict:
+    """max |parallel − sequential| and max |y| of ``layer`` on ``u`` (shape ``(..., T, hidden)``)."""
+    y_par = np.asarray(layer(u, mode="parallel"), np.float64)
+    y_seq = np.asarray(layer(u, mode="sequential"), np.float64)
+    gap, scale = float(np.max(np.abs(y_par - y_seq))), float(np.max(np.abs(y_seq)))
+    return {"max_abs_diff": gap, "max_abs_y": scale, "relative": gap / scale if scale else 0.0}
+
+
+def time_call(fn, *args, repeats: int = 3) -> dict:
+    """Call ``fn(*args)`` once (compilation) and then ``repeats`` times; wall times in seconds.
+
+    Returns ``{"first": ..., "median": ..., "best": ...}``; outputs are waited for with
+    ``jax.block_until_ready`` so asynchronous dispatch does not hide the work.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats!r}")
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    first = time.perf_counter() - t0
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - t0)
+    return {"first": first, "median": float(np.median(times)), "best": float(min(times))}

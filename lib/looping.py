@@ -1,0 +1,313 @@
+"""What looping does: the depth schedule, the inclusion check, parameters vs depth, iterate dynamics,
+test-time depth. The functions chapter ``looping`` calls; none of them trains anything.
+
+Notation. A looped model with k unique blocks run for L loops applies ``k·L`` blocks; application
+``a = i·k + j`` (``i = 0..L−1``, ``j = 0..k−1``) uses unique block j and produces the hidden sequence
+``h_a`` of shape ``(B, T, H)``. ``model.iterates(x)`` returns all of them stacked, ``(k·L, B, T, H)``.
+The *iterates of block j* are ``h^{(j)}_i = h_{i·k + j}``: what block j outputs on its i-th pass.
+
+Iterate metrics (paper 001, Blayney et al. 2026, find that "each layer in the cycle converges to a
+distinct fixed point"; the paper's exact metric was not found, these follow
+``reproduction-protocol.md`` §6.1, an INFERENCE). With ``h_{b,t} ∈ R^H`` the hidden vector of case b at
+time t, and every mean taken over the B·T vectors:
+
+* relative change     ``r^{(j)}_i = mean_{b,t} ‖h^{(j)}_{i,b,t} − h^{(j)}_{i−1,b,t}‖ / ‖h^{(j)}_{i−1,b,t}‖``
+* cosine similarity   ``c^{(j)}_i = mean_{b,t} ⟨h^{(j)}_{i,b,t}, h^{(j)}_{i−1,b,t}⟩ / (‖h^{(j)}_{i,b,t}‖ ‖h^{(j)}_{i−1,b,t}‖)``
+* distance to last    ``d^{(j)}_i = mean_{b,t} ‖h^{(j)}_{i,b,t} − h^{(j)}_{L−1,b,t}‖ / ‖h^{(j)}_{L−1,b,t}‖``
+* step change         ``s_a = mean_{b,t} ‖h_{a,b,t} − h_{a−1,b,t}‖ / ‖h_{a−1,b,t}‖`` between *consecutive
+  applications* whatever their block.
+
+A per-block fixed point shows as ``r → 0`` and ``c → 1``. A cycle (k > 1) shows as ``r^{(j)} → 0`` for
+every block while the step change ``s`` between neighbouring applications stays large: the trajectory
+visits k distinct points in turn. Caveat for residual blocks, ``h ← h + f(h)``: if ``‖h‖`` grows
+linearly with depth, ``r`` decays like 1/i without any fixed point, so look at ``d`` and at the norm
+(column ``norm``) too.
+
+Test-time depth runs a trained model for ``n`` loops instead of the L it was trained with. Because every
+application sees only the previous one, the first ``n·k`` iterates of a run with ``N ≥ n`` loops are the
+iterates of a run with n loops, so one forward pass to the largest n gives the logits (``readout`` of
+iterate ``n·k − 1``) of every smaller n.
+"""
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from lib.model import build_model, count_params, untie
+
+__all__ = ["block_iterates", "iterate_metric_arrays", "iterate_metrics", "depth_sweep", "test_time_depth",
+           "inclusion_check", "params_vs_depth", "schedule_frame", "load_trained", "saved_models", "EPS"]
+
+#: added to every norm in a denominator, so an all-zero hidden vector gives a finite ratio
+EPS = 1e-12
+
+
+# ------------------------------------------------------------------------------------ iterate metrics
+def block_iterates(states, blocks: int):
+    """``(k·L, B, T, H)`` iterates -> ``(L, k, B, T, H)``: entry ``[i, j]`` is ``h^{(j)}_i``, the output of
+    unique block j on loop i (application ``i·k + j``, the order of ``model.schedule()``)."""
+    n = states.shape[0]
+    if blocks < 1 or n % blocks:
+        raise ValueError(f"{n} iterates cannot be split into loops of {blocks} blocks")
+    return states.reshape((n // blocks, blocks) + tuple(states.shape[1:]))
+
+
+def _rel(a, b):
+    """``‖a − b‖ / ‖b‖`` per vector (last axis)."""
+    return jnp.linalg.norm(a - b, axis=-1) / (jnp.linalg.norm(b, axis=-1) + EPS)
+
+
+def _cos(a, b):
+    """``⟨a, b⟩ / (‖a‖ ‖b‖)`` per vector (last axis)."""
+    return jnp.sum(a * b, -1) / (jnp.linalg.norm(a, axis=-1) * jnp.linalg.norm(b, axis=-1) + EPS)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def iterate_metric_arrays(states, blocks: int) -> dict:
+    """The module docstring's metrics as arrays of shape ``(L, k)``, averaged over batch and time.
+
+    ``states``: ``(k·L, B, T, H)`` from ``model.iterates``; ``blocks`` = k (static). Returns a dict with
+    ``rel_change``, ``cosine`` (NaN on loop 0, which has no previous iterate of the same block),
+    ``dist_to_last``, ``step_change`` (NaN for application 0: the encoder output is not among the
+    iterates) and ``norm`` (mean ‖h‖). Entry ``[i, j]`` belongs to block j on loop i.
+    """
+    states = jnp.asarray(states, jnp.float32)
+    it = block_iterates(states, blocks)                        # (L, k, B, T, H)
+    L = it.shape[0]
+    reduce = lambda v: v.reshape(v.shape[:2] + (-1,)).mean(-1)  # noqa: E731  mean over batch and time
+    nan_row = jnp.full((1, blocks), jnp.nan, jnp.float32)
+    rel = jnp.concatenate([nan_row, reduce(_rel(it[1:], it[:-1]))]) if L > 1 else nan_row
+    cos = jnp.concatenate([nan_row, reduce(_cos(it[1:], it[:-1]))]) if L > 1 else nan_row
+    last = reduce(_rel(it, it[-1:]))
+    step = jnp.concatenate([jnp.full((1,), jnp.nan, jnp.float32),
+                            _rel(states[1:], states[:-1]).reshape(states.shape[0] - 1, -1).mean(-1)])
+    norm = reduce(jnp.linalg.norm(it, axis=-1))
+    return dict(rel_change=rel, cosine=cos, dist_to_last=last, step_change=step.reshape(L, blocks), norm=norm)
+
+
+def _frame(arrays: dict, blocks: int):
+    """Tidy DataFrame from ``(L, k)`` metric arrays: one row per (loop, block)."""
+    import pandas as pd
+
+    arrays = {k: np.asarray(v, np.float64) for k, v in arrays.items()}
+    L = next(iter(arrays.values())).shape[0]
+    rows = []
+    for i in range(L):
+        for j in range(blocks):
+            row = dict(block=j, loop=i + 1, application=i * blocks + j + 1)
+            row.update({name: float(a[i, j]) for name, a in arrays.items()})
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def iterate_metrics(states, blocks: int):
+    """Per unique block j and loop i: relative change, cosine similarity and distance to the last iterate
+    of block j (module docstring), as a tidy ``pandas.DataFrame``.
+
+    ``states`` is ``model.iterates(x)``, shape ``(k·L, B, T, H)``; ``blocks`` is k. Columns: ``block`` (j,
+    0-based like ``model.schedule()``), ``loop`` (i + 1, so loop 1 is the first pass), ``application``
+    (1-based position in depth, ``i·k + j + 1``), ``rel_change`` and ``cosine`` (NaN on loop 1),
+    ``dist_to_last``, ``step_change`` (to the previous application, any block) and ``norm``.
+    """
+    return _frame(iterate_metric_arrays(jnp.asarray(states), int(blocks)), int(blocks))
+
+
+# ------------------------------------------------------------------------------------ test-time depth
+def _eval_copy(model):
+    m = nnx.clone(model)
+    m.eval()
+    return m
+
+
+def depth_sweep(model, X, y, loops_range, *, batch_size: int = 256):
+    """Accuracy and iterate metrics of ``model`` run for every loop count in ``loops_range``, in one pass.
+
+    The model (a copy, in eval mode) runs ``N = max(loops_range)`` loops on ``X`` in batches of
+    ``batch_size``; the prediction for n loops is ``argmax readout(h_{n·k−1})`` (see the module
+    docstring: iterates do not depend on how many loops follow). Returns ``(accuracy, metrics)``:
+
+    * ``accuracy``: DataFrame with ``loops``, ``depth`` (= n·k), ``accuracy`` (fraction of ``y`` right)
+      and ``trained`` (n equals the loops the model was built with);
+    * ``metrics``: ``iterate_metrics`` of the N-loop run over all of ``X`` (per-batch means weighted
+      by batch size, which equals the mean over all cases since every case has the same T).
+    """
+    loops_range = sorted({int(n) for n in loops_range})
+    if not loops_range or loops_range[0] < 1:
+        raise ValueError(f"loops_range must hold loop counts >= 1, got {loops_range!r}")
+    m = _eval_copy(model)
+    k, N = len(m.blocks), loops_range[-1]
+    graphdef, state = nnx.split(m)
+    idx = [n * k - 1 for n in loops_range]
+
+    @jax.jit
+    def run(state, xb):
+        mm = nnx.merge(graphdef, state)
+        states = mm.iterates(xb, loops=N)
+        preds = jnp.stack([jnp.argmax(mm.readout(states[a]), -1) for a in idx])
+        return preds, iterate_metric_arrays(states, k)
+
+    X = np.asarray(X, np.float32)
+    y = np.asarray(y)
+    correct = np.zeros(len(loops_range))
+    sums, total = None, 0
+    for start in range(0, len(X), batch_size):
+        xb, yb = X[start:start + batch_size], y[start:start + batch_size]
+        preds, mets = run(state, jnp.asarray(xb))
+        correct += (np.asarray(preds) == yb[None]).sum(1)
+        mets = {name: np.asarray(v, np.float64) * len(xb) for name, v in mets.items()}
+        sums = mets if sums is None else {name: sums[name] + v for name, v in mets.items()}
+        total += len(xb)
+    import pandas as pd
+
+    acc = pd.DataFrame(dict(loops=loops_range, depth=[n * k for n in loops_range], accuracy=correct / total,
+                            trained=[n == m.config.loops for n in loops_range]))
+    return acc, _frame({name: v / total for name, v in sums.items()}, k)
+
+
+def test_time_depth(model, X, y, loops_range, *, batch_size: int = 256):
+    """Accuracy of ``model`` on ``(X, y)`` when it runs n loops, for every n in ``loops_range``.
+
+    A DataFrame with one row per loop count: ``loops``, ``depth`` (n·k), ``accuracy`` in [0, 1] and
+    ``trained`` (whether n is the loop count it was trained with). See ``depth_sweep``.
+    """
+    return depth_sweep(model, X, y, loops_range, batch_size=batch_size)[0]
+
+
+test_time_depth.__test__ = False  # not a pytest test, despite its name
+
+
+# --------------------------------------------------------------------------------- inclusion, params
+def inclusion_check(model, x) -> dict:
+    """The inclusion claim as a number: ``max |model(x) − untie(model)(x)|`` over the logits.
+
+    Both models run in eval mode (copies; ``model`` itself is left as it was). ``lib.untie`` builds the
+    standard model of depth k·L whose block i is a copy of unique block ``i mod k``. Returns the maximum
+    absolute logit difference, the largest logit magnitude (for scale) and both parameter counts.
+    """
+    looped = _eval_copy(model)
+    standard = untie(looped)
+    standard.eval()
+    x = jnp.asarray(x)
+    a, b = looped(x), standard(x)
+    cl, cs = count_params(looped), count_params(standard)
+    cfg = looped.config
+    return dict(ssm=cfg.ssm, blocks=cfg.blocks, loops=cfg.loops, depth=cfg.depth,
+                max_abs_diff=float(jnp.max(jnp.abs(a - b))), max_abs_logit=float(jnp.max(jnp.abs(a))),
+                params_looped=cl["total"], params_standard=cs["total"],
+                block_params_looped=cl["blocks"], block_params_standard=cs["blocks"])
+
+
+def params_vs_depth(ssms, blocks=(1, 2, 3), depths=range(1, 13), *, hidden: int = 64, state: int = 64,
+                    in_features: int = 6, num_classes: int = 2, **model_kwargs):
+    """Trainable parameters of looped (k unique blocks) and standard (depth untied blocks) models.
+
+    Every block of one SSM has the same parameters, so with ``p`` the parameters of one block and ``r``
+    those of encoder + head (both counted on a real one-block model), a model with b unique blocks has
+    ``r + b·p`` parameters whatever its loop count: looped k blocks × L loops ``r + k·p``, standard of
+    depth D ``r + D·p``. Returns one row per (ssm, kind, blocks, loops): ``kind`` is ``"looped"`` (every k
+    in ``blocks`` and every depth in ``depths`` that k divides, L = depth / k ≥ 2) or ``"standard"`` (k = depth,
+    L = 1), with ``depth``, ``params_total``, ``params_blocks`` and ``ratio`` (standard / this model at the
+    same depth).
+    """
+    import pandas as pd
+
+    rows = []
+    for ssm in ssms:
+        one = count_params(build_model(ssm=ssm, blocks=1, loops=1, hidden=hidden, state=state,
+                                       in_features=in_features, num_classes=num_classes, **model_kwargs))
+        p, r = one["blocks"], one["total"] - one["blocks"]
+        for d in depths:
+            rows.append(dict(ssm=ssm, kind="standard", blocks=d, loops=1, depth=d, params_total=r + d * p,
+                             params_blocks=d * p, ratio=1.0))
+            for k in blocks:
+                if d % k == 0 and d // k >= 2:
+                    rows.append(dict(ssm=ssm, kind="looped", blocks=k, loops=d // k, depth=d,
+                                     params_total=r + k * p, params_blocks=k * p,
+                                     ratio=(r + d * p) / (r + k * p)))
+    return pd.DataFrame(rows)
+
+
+def schedule_frame(blocks=(1, 2, 3), depth: int = 6):
+    """The depth policy as a table: for each k dividing ``depth``, which unique block each of the
+    ``depth`` applications uses (``LoopedClassifier.schedule``: 0..k−1 repeated L = depth / k times).
+
+    Columns ``blocks`` (k), ``loops`` (L), ``application`` (1..depth), ``loop`` (1..L), ``block`` (0..k−1),
+    plus the standard model of the same depth (``blocks = depth``, ``loops = 1``)."""
+    import pandas as pd
+
+    from lib.model import LoopedClassifier
+
+    rows = []
+    for k in list(blocks) + [depth]:
+        if depth % k:
+            raise ValueError(f"depth {depth} is not a multiple of blocks={k}")
+        L = depth // k
+        # the model's own schedule, without building a model: only len(blocks) and the loop count matter
+        shim = type("_Shim", (), {"blocks": range(k), "config": type("_C", (), {"loops": L})()})()
+        sched = LoopedClassifier.schedule(shim)
+        for a, j in enumerate(sched):
+            rows.append(dict(model="standard" if k == depth else f"looped k={k}", blocks=k, loops=L,
+                             application=a + 1, loop=a // k + 1, block=j))
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------- saved models
+def load_trained(path, *, data_folder=None):
+    """A model saved by ``python -m lib.run ... --save-params DIR`` with the test data it was trained for.
+
+    Returns ``(model, meta, split)``: the eval-mode model (``lib.run.load_state``), its ``.json``
+    metadata and the prepared split of its record (data set, protocol, seed, reshape, chunk, order).
+    The saved record does not say whether the time channel, padding or standardisation were used: a
+    ``pipeline`` entry is used when present, otherwise the time channel is inferred from the model's
+    ``in_features`` (``none``/``concat`` only), padding from whether the chunk divides the length, and
+    standardisation is assumed off; ``meta["data_note"]`` says which.
+    """
+    from lib import data as D
+    from lib.reshape import reshaped_shape
+    from lib.run import load_state
+
+    model, meta = load_state(path)
+    rec, mk = meta["record"], meta["model"]
+    pipe = rec.get("pipeline") or {}
+    ds = D.load_uea(rec["dataset"], folder=data_folder)
+    reshape, chunk, order = rec.get("reshape", "none"), int(rec.get("chunk", 1)), rec.get("order", "time")
+    notes = []
+    if pipe:
+        time_ch = bool(pipe.get("time_channel", False))
+        pad = bool((pipe.get("reshape") or {}).get("pad", False))
+        standardize = bool(pipe.get("standardize"))
+        notes.append("pipeline from the saved record")
+    else:
+        pad = reshape != "none" and (ds.length * (ds.channels if reshape == "rechunk" else 1)) % chunk != 0
+        time_ch = False
+        if reshape != "rechunk":
+            shape_with = reshaped_shape(ds.length, ds.channels + 1, reshape, chunk, pad=pad)
+            time_ch = shape_with[1] == mk["in_features"]
+        standardize = False
+        notes.append(f"inferred: time channel {time_ch}, pad {pad}; standardisation assumed off")
+    s = D.split(ds, rec.get("protocol", "paper"), int(rec["seed"]), time=time_ch)
+    s = D.prepare(s, reshape=reshape, chunk=chunk, order=order, pad=pad, standardize=standardize)
+    if s.X_test.shape[-1] != mk["in_features"]:
+        raise ValueError(f"{path}: rebuilt data has {s.X_test.shape[-1]} features, the model expects "
+                         f"{mk['in_features']} ({notes[-1]})")
+    meta = dict(meta, data_note="; ".join(notes))
+    return model, meta, s
+
+
+def saved_models(folder, blocks=(1, 2)) -> list[Path]:
+    """The ``.npz`` files in ``folder`` (sorted) of looped models (``loops`` ≥ 2) with k in ``blocks``."""
+    out = []
+    for npz in sorted(Path(folder).glob("*.npz")):
+        meta_path = npz.with_suffix(".json")
+        if not meta_path.exists():
+            continue
+        mk = json.loads(meta_path.read_text())["model"]
+        if mk.get("blocks") in tuple(blocks) and mk.get("loops", 1) >= 2:
+            out.append(npz)
+    return out

@@ -1,0 +1,151 @@
+"""lib.looping: iterate metrics on sequences with known fixed points, inclusion, test-time depth, params."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import lib
+from lib import looping as LP
+
+H, P, C_IN, K = 8, 8, 3, 3
+
+
+def _model(ssm="s5", blocks=1, loops=3, **kw):
+    m = lib.build_model(ssm=ssm, blocks=blocks, loops=loops, hidden=H, state=P, in_features=C_IN,
+                        num_classes=K, seed=0, **kw)
+    m.eval()
+    return m
+
+
+def _x(n=6, T=12, seed=1):
+    return jax.random.normal(jax.random.key(seed), (n, T, C_IN))
+
+
+def _interleave(seqs):
+    """Per-block sequences ``(L, B, T, H)`` for blocks 0..k-1 -> iterates ``(k·L, B, T, H)`` in schedule order."""
+    return np.stack(seqs, axis=1).reshape((-1,) + seqs[0].shape[1:])
+
+
+def test_geometric_decay_without_fixed_point_offset():
+    """h_i = rho^i w: relative change is exactly 1 - rho, cosine exactly 1."""
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(2, 5, H))
+    rho, L = 0.6, 7
+    seq = np.stack([rho ** i * w for i in range(L)])
+    df = LP.iterate_metrics(seq.astype(np.float32), 1)
+    assert list(df["loop"]) == list(range(1, L + 1))
+    assert np.isnan(df["rel_change"].iloc[0]) and np.isnan(df["cosine"].iloc[0])
+    np.testing.assert_allclose(df["rel_change"].iloc[1:], 1 - rho, rtol=1e-5)
+    np.testing.assert_allclose(df["cosine"].iloc[1:], 1.0, atol=1e-6)
+    # distance to the last iterate: |rho^i - rho^(L-1)| / rho^(L-1)
+    np.testing.assert_allclose(df["dist_to_last"], [rho ** i / rho ** (L - 1) - 1 for i in range(L)], rtol=1e-4)
+
+
+def test_two_cycle_of_fixed_points_matches_closed_form():
+    """k = 2: block 0 converges to v, block 1 to -v, both geometrically (h = v + rho^i w, w ⟂ v).
+
+    Per vector the relative change is rho^(i-1) (1 - rho) |w| / sqrt(|v|^2 + rho^(2(i-1)) |w|^2); the
+    metrics average it over batch and time. Same-block change -> 0 and cosine -> 1 (fixed points) while
+    the change between consecutive applications stays near |v - (-v)| / |v| = 2 (the cycle)."""
+    rng = np.random.default_rng(1)
+    B, T, L, rho = 3, 4, 12, 0.5
+    v = np.zeros((B, T, H))
+    v[..., 0] = rng.uniform(1, 3, size=(B, T))  # v along e_0, w along e_1: orthogonal
+    w = np.zeros((B, T, H))
+    w[..., 1] = rng.uniform(1, 3, size=(B, T))
+    seq0 = np.stack([v + rho ** i * w for i in range(L)])
+    seq1 = np.stack([-v + rho ** i * w for i in range(L)])
+    df = LP.iterate_metrics(_interleave([seq0, seq1]).astype(np.float32), 2)
+    assert len(df) == 2 * L and set(df["block"]) == {0, 1}
+    nv, nw = v[..., 0], w[..., 1]
+    for i in range(1, L):
+        expect = np.mean(rho ** (i - 1) * (1 - rho) * nw / np.sqrt(nv ** 2 + rho ** (2 * (i - 1)) * nw ** 2))
+        got = df[(df.loop == i + 1)]["rel_change"].to_numpy()
+        np.testing.assert_allclose(got, expect, rtol=1e-4)
+        a, b = v + rho ** i * w, v + rho ** (i - 1) * w
+        cos = np.mean((a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1)))
+        np.testing.assert_allclose(df[(df.loop == i + 1)]["cosine"].to_numpy(), cos, rtol=1e-5)
+    late = df[df.loop == L]
+    assert (late["rel_change"] < 1e-3).all() and (late["cosine"] > 1 - 1e-6).all()
+    assert (late["step_change"] > 1.9).all()  # the cycle: consecutive applications stay far apart
+    np.testing.assert_allclose(late["dist_to_last"], 0, atol=1e-7)
+
+
+def test_identical_iterates():
+    h = np.random.default_rng(2).normal(size=(1, 2, 5, H)).astype(np.float32)
+    states = np.repeat(h, 8, axis=0)  # k = 2, L = 4, every iterate the same
+    df = LP.iterate_metrics(states, 2)
+    np.testing.assert_allclose(df["cosine"].iloc[2:], 1.0, atol=1e-6)
+    np.testing.assert_allclose(df["rel_change"].iloc[2:], 0.0, atol=1e-7)
+    np.testing.assert_allclose(df["dist_to_last"], 0.0, atol=1e-7)
+    with pytest.raises(ValueError, match="cannot be split"):
+        LP.iterate_metrics(states[:7], 2)
+
+
+@pytest.mark.parametrize("ssm,k", [("s5", 2), ("lrcssm", 1), ("lru", 3)])
+def test_inclusion_check(ssm, k):
+    m = _model(ssm, k, 6 // k)
+    m.train()
+    out = LP.inclusion_check(m, _x())
+    assert out["max_abs_diff"] <= 1e-5 and out["max_abs_logit"] > 0
+    assert out["depth"] == 6 and out["blocks"] == k
+    assert out["block_params_standard"] == (6 // k) * out["block_params_looped"]
+    assert out["params_standard"] - out["block_params_standard"] == out["params_looped"] - out["block_params_looped"]
+    assert m.blocks[0].ssm is not None and not m.blocks[0].dropout.deterministic  # the caller's mode is kept
+
+
+def test_test_time_depth_matches_direct_runs():
+    m = _model("s5", 2, 2)
+    x = _x(n=10)
+    y = np.arange(10) % K
+    acc, mets = LP.depth_sweep(m, x, y, [1, 2, 3], batch_size=4)  # 3 batches, the last one short
+    assert list(acc["loops"]) == [1, 2, 3] and list(acc["depth"]) == [2, 4, 6]
+    assert list(acc["trained"]) == [False, True, False]
+    assert ((acc["accuracy"] >= 0) & (acc["accuracy"] <= 1)).all()
+    for n, a in zip(acc["loops"], acc["accuracy"]):
+        direct = float(np.mean(np.asarray(jnp.argmax(m(x, loops=n), -1)) == y))
+        assert a == pytest.approx(direct)
+    # batched metrics equal the metrics of the whole set at once
+    whole = LP.iterate_metrics(m.iterates(x, loops=3), 2)
+    np.testing.assert_allclose(mets["rel_change"], whole["rel_change"], rtol=1e-5)
+    np.testing.assert_allclose(mets["dist_to_last"], whole["dist_to_last"], rtol=1e-5, atol=1e-7)
+    t = LP.test_time_depth(m, x, y, range(1, 5))
+    assert len(t) == 4 and t["accuracy"].between(0, 1).all()
+
+
+def test_params_vs_depth_counts_real_models():
+    df = LP.params_vs_depth(["s5", "lrcssm"], blocks=(1, 2, 3), depths=[6], hidden=H, state=P,
+                            in_features=C_IN, num_classes=K)
+    for _, row in df.iterrows():
+        m = lib.build_model(ssm=row.ssm, blocks=int(row.blocks), loops=int(row.loops), hidden=H, state=P,
+                            in_features=C_IN, num_classes=K)
+        assert lib.count_params(m) == {"total": row.params_total, "blocks": row.params_blocks}
+    assert set(df[df.kind == "looped"]["blocks"]) == {1, 2, 3}
+
+
+def test_schedule_frame_is_the_model_schedule():
+    df = LP.schedule_frame((1, 2, 3), 6)
+    for k in (1, 2, 3, 6):
+        sub = df[df.blocks == k]
+        assert list(sub["block"]) == _model("s5", k, 6 // k).schedule()
+
+
+def test_load_trained_roundtrip(tmp_path):
+    """A model saved the way ``lib.run`` saves it comes back with the data it was trained for."""
+    from lib.run import save_state
+
+    ds = lib.data.load_uea("BasicMotions")
+    s = lib.data.prepare(lib.data.split(ds, "paper", 2345), reshape="concat", chunk=4)
+    kw = dict(ssm="s5", blocks=2, loops=2, hidden=H, state=P, in_features=s.X_train.shape[-1],
+              num_classes=s.n_classes)
+    m = lib.build_model(seed=2345, **kw)
+    rec = dict(dataset="BasicMotions", ssm="s5", blocks=2, loops=2, reshape="concat", chunk=4, order="time",
+               protocol="paper", seed=2345, val_acc=0.5, test_acc=0.5, best_step=0, commit="x", command="y")
+    save_state(tmp_path, rec, None, nnx.split(m)[1], kw)
+    assert LP.saved_models(tmp_path) == sorted(tmp_path.glob("*.npz"))
+    loaded, meta, split = LP.load_trained(LP.saved_models(tmp_path)[0])
+    m.eval()
+    np.testing.assert_allclose(loaded(split.X_test), m(split.X_test), atol=1e-6)
+    np.testing.assert_array_equal(split.X_test, s.X_test)
+    assert "time channel False" in meta["data_note"]
