@@ -27,7 +27,8 @@ build stops before executing anything and names the missing ones (exit 2). With 
 those are executed; every other chapter in the toc is filled with its last executed notebook if that was
 made from the current source with the same profile ("reused"), else with a one-cell stub page saying it
 was not built ("stub"). ``--reuse`` skips executing any selected chapter whose executed notebook is
-still current in that sense (a quick rebuild after editing one chapter). So ``_toc.yml`` never changes, every cross-reference resolves, and a stub can never
+still current in that sense (a quick rebuild after editing one chapter; note that only the chapter's
+``.md`` and the profile are compared, not ``lib/`` or the data, so do not use it after changing those). So ``_toc.yml`` never changes, every cross-reference resolves, and a stub can never
 pass for a real chapter (its page says so, and a full build replaces it).
 
 Exit codes: 0 success; 1 a chapter failed or the Sphinx build had warnings/errors; 2 usage or setup error
@@ -167,6 +168,26 @@ def _md_line(name: str, cell_source: str) -> int | None:
     return None
 
 
+def _failure_line(name: str, error) -> str:
+    """One line: chapter, ``.md`` line of the failing statement, code cell number, cell start, error."""
+    cell_source = error.source or ""
+    start = _md_line(name, cell_source)
+    line = start
+    tb = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(error.traceback or []))
+    within = re.search(r"Cell In\[\d*\], line (\d+)", tb)
+    if start is not None and within:
+        line = start + int(within.group(1)) - 1
+    number = None
+    if start is not None:
+        lines = source(name).read_text(encoding="utf-8").splitlines()[:start]
+        number = sum(1 for l in lines if l.startswith("```{code-cell}"))
+    first = next((l.strip() for l in cell_source.splitlines() if l.strip()), "")
+    evalue = (error.evalue or "").strip().splitlines()
+    return (f"FAILED chapters/{name}.md{':' + str(line) if line else ''} "
+            f"(code cell {number if number else '?'}, starting {first[:50]!r}): "
+            f"{error.ename}: {evalue[0][:200] if evalue else ''}")
+
+
 def _strip_widgets(nb) -> int:
     """Drop ipywidgets state and views from an executed notebook (the static book never loads widget JS).
 
@@ -239,11 +260,7 @@ def execute_chapter(name: str, profile: str = "smoke", output: Path | None = Non
                 cwd=str(CHAPTERS), progress_bar=False, log_output=False, execution_timeout=timeout,
             )
     except papermill.PapermillExecutionError as error:
-        first = next((l.strip() for l in (error.source or "").splitlines() if l.strip()), "")
-        line = _md_line(name, error.source or "")
-        evalue = (error.evalue or "").strip().splitlines()
-        message = (f"FAILED {where}{':' + str(line) if line else ''} (cell {error.exec_count}: "
-                   f"{first[:60]!r}): {error.ename}: {evalue[0][:200] if evalue else ''}")
+        message = _failure_line(name, error)
         return Result(name, "failed", time.perf_counter() - start, message, partial)
     except Exception as error:  # kernel died, timeout, papermill/nbclient errors
         text = str(error).strip().splitlines()
@@ -444,7 +461,8 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--out", type=Path, default=ROOT / "_build", help="build folder (html goes to OUT/html)")
     b.add_argument("--timeout", type=float, default=None, help="per-cell timeout in seconds (default: none)")
     b.add_argument("--reuse", action="store_true",
-                   help="skip executing a chapter whose executed notebook came from the same source and profile")
+                   help="skip executing a chapter whose executed notebook came from the same .md and "
+                        "profile (changes to lib/ or data are not noticed)")
     e = sub.add_parser("execute", help="execute one chapter with papermill")
     e.add_argument("chapter")
     e.add_argument("--profile", choices=sorted(PROFILES), default="smoke")

@@ -168,6 +168,9 @@ def run(spec: RunSpec, out: str | Path | None = None, *, data_folder=None, save_
                         input_injection=spec.input_injection, **dict(spec.ssm_options))
     import jax
 
+    # LrcSSM's parallel (Newton/DEER) solve pays off only on accelerators: 10-50x slower than the
+    # sequential scan on CPU (lib.bench scan). Same function either way (tests/test_lrcssm.py).
+    model_kwargs["mode"] = "sequential" if spec.ssm == "lrcssm" and jax.default_backend() == "cpu" else "parallel"
     results, trainer = train_seeds(model_kwargs, splits, cfg, todo, progress=progress)
     sha, dirty = git_commit()
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -181,7 +184,7 @@ def run(spec: RunSpec, out: str | Path | None = None, *, data_folder=None, save_
                    params_total=trainer.params_count["total"], params_blocks=trainer.params_count["blocks"],
                    val_acc=r.val_acc, test_acc=r.test_acc, train_acc=r.train_acc, best_step=r.best_step,
                    steps=r.steps, wall_s=round(trainer.wall_s, 3), compile_s=round(trainer.compile_s, 3),
-                   seeds_in_program=len(todo), device=device_name(), n_devices=len(jax.devices()),
+                   seeds_in_program=len(todo), mode=model_kwargs["mode"], device=device_name(), n_devices=len(jax.devices()),
                    versions=versions(), commit=sha, dirty=dirty, command=cmd, profile=spec.profile,
                    created=now, seq_len=int(x0.shape[1]), in_features=int(x0.shape[2]),
                    n_train=int(x0.shape[0]), n_val=int(splits[0].X_val.shape[0]),

@@ -21,7 +21,7 @@ def _ones(K):
 def test_variance_identical_layers_matches_impulse_energy_and_2f1(lam, K):
     h = th.impulse_response(np.full(K, lam), *_ones(K), 2000)[-1]
     closed = th.variance_identical_layers(lam, K)
-    # float32 simulation, summed in float64: measured rel. error <= 2.2e-6 (λ = 0.9, K = 4)
+    # float32 simulation, summed in float64: measured max rel. error 2.2e-6 (λ = 0.9, K = 4)
     assert abs(th.variance_from_impulse(h) / closed - 1) < 2e-5
     assert abs(th.variance_identical_layers_2f1(lam, K) / closed - 1) < 1e-12
     # the impulse response is negative binomial: C(n+K-1, K-1) λ^n
@@ -46,8 +46,8 @@ def test_variance_white_noise_simulation():
         sim = np.mean(y[:, :, 2000:].astype(np.float64) ** 2, axis=(1, 2))
         closed = np.array([th.variance_identical_layers(lam, K) for K in KS])
         rel = np.abs(sim / closed - 1)
-        # measured: λ=0.5 max 0.6%, λ=0.9 max 4.0% (K=4: correlation time ~100 steps)
-        assert rel.max() < (0.03 if lam == 0.5 else 0.15), rel
+        # measured max rel. error: λ=0.5 0.34% (K=4), λ=0.9 1.9% (K=4: correlation time ~70 steps)
+        assert rel.max() < (0.02 if lam == 0.5 else 0.08), rel
 
 
 def test_acf_layer2_closed_form():
@@ -56,14 +56,14 @@ def test_acf_layer2_closed_form():
     lam, sigma = 0.8, 1.5
     lags = np.arange(0, 15)
     closed = th.acf_closed_form_layer2(lam, sigma, lags)
-    # exact: impulse response of one layer (float32) -> ACF; measured max rel. error ~1e-7
+    # exact: impulse response of one layer (float32) -> ACF; measured max rel. error 4.5e-7
     h = th.impulse_response(np.array([lam]), *_ones(1), 400)[-1]
     assert np.max(np.abs(th.acf_from_impulse(h, lags, sigma) / closed - 1)) < 1e-5
-    # empirical ACF of a simulated white-noise run; measured max |err| / R(0) = 0.011
+    # empirical ACF of a simulated white-noise run; measured max |err| / R(0) = 0.0055
     u = sigma * np.asarray(jax.random.normal(jax.random.PRNGKey(1), (32, 8000)))
     y = np.asarray(th.deep_scalar_ssm(u, np.array([lam]), *_ones(1))[0])
     emp = th.empirical_acf(y, lags, burn_in=200).mean(axis=0)
-    assert np.max(np.abs(emp - closed)) / closed[0] < 0.04
+    assert np.max(np.abs(emp - closed)) / closed[0] < 0.03
     # symmetric in Δ
     assert np.allclose(th.acf_closed_form_layer2(lam, sigma, -lags), closed)
 
@@ -79,7 +79,7 @@ def test_acf_recursion_matches_impulse_acf():
     h = th.impulse_response(lam, b, c, 2000)
     for k in range(3):
         ref = th.acf_from_impulse(h[k], np.arange(60))
-        assert np.max(np.abs(R[k + 1, :60] - ref)) / ref[0] < 1e-5
+        assert np.max(np.abs(R[k + 1, :60] - ref)) / ref[0] < 1e-5  # measured 1.6e-7
     # correlation time grows with depth (the ACF broadens)
     assert np.all(np.diff(th.correlation_time(R)) > 0)
 
@@ -100,7 +100,7 @@ def test_dc_group_delay_equals_centre_of_mass(lam):
     h = th.impulse_response(lam, *_ones(len(lam)), 3000)[-1]
     tau0 = th.dc_group_delay(lam)
     assert th.group_delay(lam, 0.0) == pytest.approx(tau0, rel=1e-12)
-    # float32 impulse response; measured rel. error <= 3e-7
+    # float32 impulse response; measured max rel. error 3.2e-7
     assert th.centre_of_mass(h) == pytest.approx(tau0, rel=1e-5)
 
 
@@ -114,8 +114,9 @@ def test_group_delay_is_minus_phase_derivative(lam):
     at = np.array([-2.5, -1.0, -0.3, 0.0, 0.1, 0.7, 2.0, 3.0])
     num_at = np.interp(at, omega, numeric)
     exact = th.group_delay(lam, at)
-    # central differences with dω = 1.6e-4; measured max abs error 7e-6 (peak delay ~57 at ω = 0)
-    assert np.max(np.abs(num_at - exact)) < 1e-3 * max(1.0, np.max(np.abs(exact)))
+    # central differences, dω = 1.6e-4; measured max abs error 7.1e-6, 3.2e-7 and 1.8e-4 (the last
+    # for three layers at 0.95, whose delay peaks at 57 at ω = 0)
+    assert np.max(np.abs(num_at - exact)) < 1e-5 * max(1.0, np.max(np.abs(exact)))
 
 
 def test_group_delay_modes_matches_chain():
@@ -142,7 +143,7 @@ def test_deep_equals_wide_and_diagonal():
     y_diag = np.asarray(th.diagonal_ssm(u, w.Lambda.astype(np.float32),
                                         w.B_tilde.astype(np.float32), w.C_tilde.astype(np.float32)))
     scale = np.max(np.abs(y))
-    # float32; measured max abs diff / max|y|: wide 1.4e-7, diagonal 3.5e-7
+    # float32; measured max abs diff / max|y|: wide 2.0e-7, diagonal 4.6e-7
     assert np.max(np.abs(y - y_wide)) / scale < 1e-5
     assert np.max(np.abs(y - y_diag)) / scale < 1e-5
     # in float64 the three are the same linear map: compare impulse responses exactly
@@ -178,11 +179,12 @@ def test_matched_student_lambda():
 
 @pytest.mark.slow
 def test_student_fit_k2():
-    """Teacher λ* = 0.99. Measured (seeds 0, 1; T = 300; 800 steps):
+    """Teacher λ* = 0.99, T = 300, 800 Adam steps. Measured:
 
-    untied, sampled loss: loss 0.70 -> 7e-4, learned λ = (0.990, 0.14): one layer takes the teacher's
-    λ, the other shrinks towards a pass-through. Tied (looped) student, expected loss: λ = 0.96589,
-    the best common λ (λ_eq = 0.96587) < λ' = 0.9802 < λ*.
+    untied, sampled loss (seeds 0, 1): loss 0.63 -> 4.7e-4 / 6.1e-4, learned λ = (0.98989, 0.154) and
+    (0.98987, 0.175): one layer takes the teacher's λ, the other shrinks towards a pass-through.
+    The delay-matched λ' = 0.9802 is *not* what training finds. Tied (looped) student, expected loss:
+    λ = 0.965872 = the best common λ (λ_eq = 0.965872, ``best_equal_lambda``) < λ' < λ*.
     """
     teacher = th.make_teacher(0.99)
     out = th.fit_student(teacher, 2, steps=800, lr=0.03, seed=[0, 1], T=300, batch=16,
@@ -199,5 +201,5 @@ def test_student_fit_k2():
     lam_eq, _ = th.best_equal_lambda(teacher, 2, T=300)
     lt = tied["lam"][-1]
     assert lt[0] == lt[1]
-    assert abs(lt[0] - lam_eq) < 2e-3
+    assert abs(lt[0] - lam_eq) < 1e-3
     assert lt[0] < th.matched_student_lambda(0.99, 2) < 0.99

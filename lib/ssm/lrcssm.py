@@ -15,35 +15,38 @@ input u_t of width H = ``hidden`` and x_{-1} = 0:
 
 x_{t−1} enters only elementwise, so the Jacobian J_t = ∂x_t/∂x_{t−1} is diagonal.
 
-Init, as the peer code: every parameter ~ U(±1/√P), P the *state* size (``lim = sqrt(1/hidden_size)`` in
-``LRCU``, via equinox ``default_init``), including the H-sized σ_s, μ_s and the P×H matrices W_f, W_z
-(in the paper's configuration H = P = 64, so this equals the fan-in rule). The peer's
-``weight_elastance_shift`` belongs to the "symmetric" elastance, which is off in every run script; it is
-omitted (8,832 instead of 8,896 parameters per cell at H = P = 64).
+Init, as the peer code: every parameter ~ U(±1/√P), P the *state* size (``lim = sqrt(1/hidden_size)``
+in ``LRCU``, via equinox ``default_init``), including the H-sized σ_s, μ_s and the P×H matrices W_f,
+W_z (in the paper's configuration H = P = 64, so this equals the fan-in rule). The peer's
+``weight_elastance_shift`` belongs to the "symmetric" elastance, which is off in every run script; it
+is omitted (8,832 instead of 8,896 parameters per cell at H = P = 64).
 
 Output: the states x, shape (..., T, P). If P != H the layer adds a linear readout y_t = C x_t,
-C ∈ R^{H×P} ~ U(±1/√P), no bias (our choice: the peer instead changes its per-block MLP to map P → H).
+C ∈ R^{H×P} ~ U(±1/√P), no bias (our choice: the peer instead makes its per-block MLP map P → H).
 
-Parallel solve (``mode="parallel"``): DEER (Lim et al., ICLR 2024, "Parallelizing non-linear sequential
-models over the sequence length") — Newton's method on the whole trajectory,
+Parallel solve (``mode="parallel"``): DEER (Lim et al., ICLR 2024, "Parallelizing non-linear
+sequential models over the sequence length"), Newton's method on the whole trajectory,
 
-    x^{(i+1)}_t = f(x^{(i)}_{t−1}, u_t) + J_t (x^{(i+1)}_{t−1} − x^{(i)}_{t−1}),  J_t = diag ∂f/∂x at x^{(i)}_{t−1},
+    x^{(i+1)}_t = f(x^{(i)}_{t−1}, u_t) + J_t (x^{(i+1)}_{t−1} − x^{(i)}_{t−1}),
+    J_t = diag ∂f/∂x at x^{(i)}_{t−1},
 
-a linear diagonal recurrence solved by ``lib.scan.linear_recurrence`` (associative scan), starting from
-x^{(0)} = 0. The peer runs ELK's quasi-DEER (Gonzalez et al., NeurIPS 2024, "Towards scalable and
-stable parallelization of nonlinear RNNs"), which keeps only diag J; here J is diagonal, so that is exact
-Newton. The peer iterates to max|Δx| ≤ 1e-4 (fp32) in a ``while_loop`` (``max_iter`` 10000); here the
-count is fixed (``newton_iters``) so the cost is known in advance, or, with ``newton_tol``, the loop stops
-early once max|Δx| ≤ ``newton_tol`` (at most ``newton_iters`` steps). The first ``newton_iters − 1`` steps
-run under ``stop_gradient``, with intermediate iterates clipped to ±1e8 and NaN set to 0 as in ELK's
-``deer.py``; the last step is differentiable with J held fixed, which at the fixed point x* gives
-dx*/dθ = (I − J·shift)^{-1} ∂f/∂θ, the implicit-function gradient (what the peer's custom VJP computes).
+a linear diagonal recurrence solved by ``lib.scan.linear_recurrence`` (associative scan), starting
+from x^{(0)} = 0. The peer runs ELK's quasi-DEER (Gonzalez et al., NeurIPS 2024, "Towards scalable
+and stable parallelization of nonlinear RNNs"), which keeps only diag J; here J is diagonal, so that
+is exact Newton. The peer iterates to max|Δx| ≤ 1e-4 (fp32) in a ``while_loop`` (``max_iter``
+10000); here the count is fixed (``newton_iters``) so the cost is known in advance, or, with
+``newton_tol``, the loop stops early once max|Δx| ≤ ``newton_tol`` (at most ``newton_iters`` steps).
+The first ``newton_iters − 1`` steps run under ``stop_gradient``, with intermediate iterates clipped
+to ±1e8 and NaN set to 0 as in ELK's ``deer.py``; the last step is differentiable with J held fixed,
+which at the fixed point x* gives dx*/dθ = (I − J·shift)^{-1} ∂f/∂θ, the implicit-function gradient
+(what the peer's custom VJP computes).
 
-Default ``newton_iters = 12`` (measured with ``newton_residual``, max over all entries of |x^(i) − x_seq|,
-from x^(0) = 0, N(0, 1) inputs, T = 2000–3000): at init 2 steps reach ≤ 1e-5 (H = P = 16 and 64); with
-every parameter scaled ×4 (a stand-in for weights grown in training) 4–5 steps; ×8 (states up to ~40)
-8 steps to ≤ 1e-4 (9 to 1e-6 relative; without the clip step 2 overshoots past 1e26); ×16 (states ~2e3)
-is at its float32 floor, 4e-6 relative, by step 11. ``tests/test_lrcssm.py`` checks the ×1 and ×4 cases.
+Default ``newton_iters = 12``, measured with ``newton_residual`` (max over all entries of
+|x^(i) − x_seq|, from x^(0) = 0, N(0, 1) inputs, T = 2000–3000): at init 2 steps reach ≤ 1e-5
+(H = P = 16 and 64); with every parameter scaled ×4 (a stand-in for weights grown in training) 4–5
+steps; ×8 (states up to ~40) 8 steps to ≤ 1e-4 and 9 to 1e-6 relative (without the clip, step 2
+overshoots past 1e26); ×16 (states ~2e3) is at its float32 floor, 4e-6 relative, by step 11.
+``tests/test_lrcssm.py`` checks the ×1 and ×4 cases.
 """
 from __future__ import annotations
 
@@ -63,7 +66,7 @@ PARAMS = ("sigma_s", "mu_s", "W_f", "W_z", "sigma_x", "mu_x", "w_f", "w_z", "g_l
 
 # ---- the cell ------------------------------------------------------------------------------------
 def sensory(p, u):
-    """The x-independent parts W_f s_u and W_z s_u for all t at once: two (..., T, P) arrays."""
+    """The x-independent parts W_f s_u and W_z s_u, for all t at once: two (..., T, P) arrays."""
     s_u = sigmoid(p["sigma_s"] * (u - p["mu_s"]))
     return s_u @ p["W_f"].T, s_u @ p["W_z"].T
 
