@@ -42,7 +42,7 @@ from flax import nnx
 from lib.model import build_model, count_params, untie
 
 __all__ = ["block_iterates", "iterate_metric_arrays", "iterate_metrics", "depth_sweep", "test_time_depth",
-           "inclusion_check", "params_vs_depth", "schedule_frame", "load_trained", "saved_models", "EPS"]
+           "reinit", "inclusion_check", "params_vs_depth", "schedule_frame", "load_trained", "saved_models", "EPS"]
 
 #: added to every norm in a denominator, so an all-zero hidden vector gives a finite ratio
 EPS = 1e-12
@@ -119,13 +119,27 @@ def iterate_metrics(states, blocks: int):
 
 
 # ------------------------------------------------------------------------------------ test-time depth
-def _eval_copy(model):
+def _eval_copy(model, batch_stats: bool = False):
+    """A copy of ``model`` with dropout off and batch norm on its running statistics (``batch_stats``:
+    on the statistics of each batch it sees instead)."""
     m = nnx.clone(model)
-    m.eval()
+    m.set_attributes(deterministic=True, use_running_average=not batch_stats, raise_if_not_found=False)
     return m
 
 
-def depth_sweep(model, X, y, loops_range, *, batch_size: int = 256):
+@functools.partial(jax.jit, static_argnums=(0, 3, 4))
+def _sweep(graphdef, state, x, loops: int, idx: tuple):
+    """Predictions after iterate ``a`` for every ``a`` in ``idx`` and the iterate metrics of a ``loops`` run.
+
+    Module level with the graph definition static, so models of one configuration (a trained model and
+    its initialisation, say) share one compiled program per input shape."""
+    m = nnx.merge(graphdef, state)
+    states = m.iterates(x, loops=loops)
+    preds = jnp.stack([jnp.argmax(m.readout(states[a]), -1) for a in idx])
+    return preds, iterate_metric_arrays(states, len(m.blocks))
+
+
+def depth_sweep(model, X, y, loops_range, *, batch_size: int = 256, batch_stats: bool = False):
     """Accuracy and iterate metrics of ``model`` run for every loop count in ``loops_range``, in one pass.
 
     The model (a copy, in eval mode) runs ``N = max(loops_range)`` loops on ``X`` in batches of
@@ -136,47 +150,60 @@ def depth_sweep(model, X, y, loops_range, *, batch_size: int = 256):
       and ``trained`` (n equals the loops the model was built with);
     * ``metrics``: ``iterate_metrics`` of the N-loop run over all of ``X`` (per-batch means weighted
       by batch size, which equals the mean over all cases since every case has the same T).
+
+    ``batch_stats=True`` runs batch norm on the statistics of each evaluation batch instead of its
+    running statistics (dropout stays off): the fair way to look at an untrained model, whose running
+    statistics are still the initial mean 0 and variance 1. Results then depend on the batches.
     """
+    import pandas as pd
+
     loops_range = sorted({int(n) for n in loops_range})
     if not loops_range or loops_range[0] < 1:
         raise ValueError(f"loops_range must hold loop counts >= 1, got {loops_range!r}")
-    m = _eval_copy(model)
+    m = _eval_copy(model, batch_stats)
     k, N = len(m.blocks), loops_range[-1]
     graphdef, state = nnx.split(m)
-    idx = [n * k - 1 for n in loops_range]
-
-    @jax.jit
-    def run(state, xb):
-        mm = nnx.merge(graphdef, state)
-        states = mm.iterates(xb, loops=N)
-        preds = jnp.stack([jnp.argmax(mm.readout(states[a]), -1) for a in idx])
-        return preds, iterate_metric_arrays(states, k)
-
+    idx = tuple(n * k - 1 for n in loops_range)
     X = np.asarray(X, np.float32)
     y = np.asarray(y)
+    if len(X) != len(y) or len(X) == 0:
+        raise ValueError(f"X and y must hold the same, non-zero number of cases, got {len(X)} and {len(y)}")
     correct = np.zeros(len(loops_range))
     sums, total = None, 0
     for start in range(0, len(X), batch_size):
         xb, yb = X[start:start + batch_size], y[start:start + batch_size]
-        preds, mets = run(state, jnp.asarray(xb))
+        preds, mets = _sweep(graphdef, state, jnp.asarray(xb), N, idx)
         correct += (np.asarray(preds) == yb[None]).sum(1)
         mets = {name: np.asarray(v, np.float64) * len(xb) for name, v in mets.items()}
         sums = mets if sums is None else {name: sums[name] + v for name, v in mets.items()}
         total += len(xb)
-    import pandas as pd
-
     acc = pd.DataFrame(dict(loops=loops_range, depth=[n * k for n in loops_range], accuracy=correct / total,
                             trained=[n == m.config.loops for n in loops_range]))
     return acc, _frame({name: v / total for name, v in sums.items()}, k)
 
 
-def test_time_depth(model, X, y, loops_range, *, batch_size: int = 256):
+def reinit(model, seed: int | None = None):
+    """A freshly initialised model (eval mode) with ``model``'s configuration: the control for what
+    training changed. ``seed`` defaults to the configuration's own seed, which for a model trained by
+    ``lib.train`` is the initialisation training started from. Its batch norms still hold the initial
+    running statistics; evaluate it with ``depth_sweep(..., batch_stats=True)``."""
+    import dataclasses
+
+    from lib.model import LoopedClassifier
+
+    cfg = model.config if seed is None else dataclasses.replace(model.config, seed=int(seed))
+    fresh = LoopedClassifier(cfg)
+    fresh.eval()
+    return fresh
+
+
+def test_time_depth(model, X, y, loops_range, *, batch_size: int = 256, batch_stats: bool = False):
     """Accuracy of ``model`` on ``(X, y)`` when it runs n loops, for every n in ``loops_range``.
 
     A DataFrame with one row per loop count: ``loops``, ``depth`` (n·k), ``accuracy`` in [0, 1] and
     ``trained`` (whether n is the loop count it was trained with). See ``depth_sweep``.
     """
-    return depth_sweep(model, X, y, loops_range, batch_size=batch_size)[0]
+    return depth_sweep(model, X, y, loops_range, batch_size=batch_size, batch_stats=batch_stats)[0]
 
 
 test_time_depth.__test__ = False  # not a pytest test, despite its name

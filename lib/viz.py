@@ -159,8 +159,9 @@ def write_vendor(folder) -> Path:
 def table(df, *, code=(), index: bool = False, caption: str | None = None):
     """A DataFrame as a plain HTML table (``IPython.display.HTML``); every cell is HTML-escaped.
 
-    ``code`` names columns whose cells are shown as inline code (commands, paths). The output holds no
-    random ids, so a rebuild gives the same HTML.
+    ``code`` names columns whose cells are shown as inline code (commands, paths). A cell holding a
+    list or tuple shows one item per line. The output holds no random ids, so a rebuild gives the same
+    HTML.
     """
     from IPython.display import HTML
 
@@ -174,8 +175,11 @@ def table(df, *, code=(), index: bool = False, caption: str | None = None):
         names = ([None] if index else []) + list(df.columns)
         tds = []
         for name, value in zip(names, cells):
-            text = html.escape("" if value is None else str(value))
-            tds.append(f"<td><code>{text}</code></td>" if name in code and text else f"<td>{text}</td>")
+            items = list(value) if isinstance(value, (list, tuple)) else [value]
+            texts = [html.escape("" if v is None else str(v)) for v in items]
+            if name in code:
+                texts = [f"<code>{t}</code>" for t in texts if t]
+            tds.append(f"<td>{'<br>'.join(texts)}</td>")
         rows.append("<tr>" + "".join(tds) + "</tr>")
     cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
     return HTML(

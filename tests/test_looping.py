@@ -92,7 +92,7 @@ def test_inclusion_check(ssm, k):
     assert out["depth"] == 6 and out["blocks"] == k
     assert out["block_params_standard"] == (6 // k) * out["block_params_looped"]
     assert out["params_standard"] - out["block_params_standard"] == out["params_looped"] - out["block_params_looped"]
-    assert m.blocks[0].ssm is not None and not m.blocks[0].dropout.deterministic  # the caller's mode is kept
+    assert not m.blocks[0].dropout.deterministic  # the caller's model is left in training mode
 
 
 def test_test_time_depth_matches_direct_runs():
@@ -112,6 +112,22 @@ def test_test_time_depth_matches_direct_runs():
     np.testing.assert_allclose(mets["dist_to_last"], whole["dist_to_last"], rtol=1e-5, atol=1e-7)
     t = LP.test_time_depth(m, x, y, range(1, 5))
     assert len(t) == 4 and t["accuracy"].between(0, 1).all()
+
+
+def test_batch_stats_mode_is_training_mode_without_dropout():
+    """The control for untrained models: batch norm on batch statistics, dropout off."""
+    m = _model("lru", 1, 2, dropout=0.0)
+    fresh = LP.reinit(m)
+    x = _x(n=8)
+    y = np.arange(8) % K
+    acc, mets = LP.depth_sweep(fresh, x, y, [2], batch_stats=True)
+    _, mets_eval = LP.depth_sweep(fresh, x, y, [2])
+    fresh.train()
+    direct = float(np.mean(np.asarray(jnp.argmax(fresh(x), -1)) == y))
+    assert acc["accuracy"].iloc[0] == pytest.approx(direct)
+    whole = LP.iterate_metrics(fresh.iterates(x), 1)
+    np.testing.assert_allclose(mets["norm"], whole["norm"], rtol=1e-5)
+    assert not np.allclose(mets_eval["norm"], whole["norm"], rtol=1e-3)  # running statistics differ
 
 
 def test_params_vs_depth_counts_real_models():

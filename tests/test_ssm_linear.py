@@ -15,19 +15,21 @@ from lib.ssm.lru import LRU
 from lib.ssm.s5 import S5, block_hippo, hippo_n_matrix, make_dplr_hippo
 
 H, P = 8, 16
+# name -> (class, options, state). Every layer gets P = 16 complex modes, so the configurations share
+# the scan's compiled pieces: S5 with conj_sym keeps state/2 modes, hence state = 2P there.
 LAYERS = {
-    "lru": (LRU, {}),
-    "s5-zoh": (S5, {}),
-    "s5-bilinear": (S5, {"discretization": "bilinear"}),
-    "s5-zoh-4blocks-full": (S5, {"ssm_blocks": 4, "conj_sym": False}),
-    "linoss-IM": (LinOSS, {"discretization": "IM"}),
-    "linoss-IMEX": (LinOSS, {"discretization": "IMEX"}),
+    "lru": (LRU, {}, P),
+    "s5-zoh": (S5, {}, 2 * P),
+    "s5-bilinear": (S5, {"discretization": "bilinear"}, 2 * P),
+    "s5-zoh-4blocks-full": (S5, {"ssm_blocks": 4, "conj_sym": False}, P),
+    "linoss-IM": (LinOSS, {"discretization": "IM"}, P),
+    "linoss-IMEX": (LinOSS, {"discretization": "IMEX"}, P),
 }
 
 
-def make(name, seed=0, hidden=H, state=P):
-    cls, options = LAYERS[name]
-    return cls(hidden, state, rngs=nnx.Rngs(seed), **options)
+def make(name, seed=0):
+    cls, options, state = LAYERS[name]
+    return cls(H, state, rngs=nnx.Rngs(seed), **options)
 
 
 def normal(shape, seed=1):
@@ -75,7 +77,7 @@ def test_imex_float32_drift():
     m11, m12, m21, m22 = transition(A, step, "IMEX")
     f_z, f_y = input_weights(A, step, "IMEX")
     Bu = un @ np.asarray(layer.B, np.complex128).T
-    z = y = np.zeros((2, P), complex)
+    z = y = np.zeros((2, len(A)), complex)
     ys = []
     for t in range(un.shape[1]):
         z, y = m11 * z + m12 * y + f_z * Bu[:, t], m21 * z + m22 * y + f_y * Bu[:, t]
@@ -92,15 +94,15 @@ def test_imex_float32_drift():
 
 @pytest.mark.parametrize("name", list(LAYERS))
 def test_layer_is_convolution(name):
-    """y_t = Σ_k K_k u_{t−k} + D ⊙ u_t (NumPy float64 loop over k), T = 64: max diff ≤ 1e-4 · max|y|."""
+    """y_t = Σ_k K_k u_{t−k} + D ⊙ u_t (NumPy float64 loop over k), T = 64, batch 2: max diff ≤ 1e-4 · max|y|."""
     T, layer = 64, make(name)
-    u = normal((T, H), seed=2)
+    u = normal((2, T, H), seed=2)
     K = np.asarray(layer.kernel(T), np.float64)
     assert K.shape == (T, H, H) and K.dtype == np.float64
     un = np.asarray(u, np.float64)
     y_conv = np.asarray(layer.D[...], np.float64) * un
     for k in range(T):
-        y_conv[k:] += un[: T - k] @ K[k].T
+        y_conv[:, k:] += un[:, : T - k] @ K[k].T
     y = np.asarray(apply(layer, u, "parallel"))
     rel = np.abs(y - y_conv).max() / np.abs(y_conv).max()
     print(f"{name}: max|layer - conv| / max|y| = {rel:.2e}")
@@ -194,11 +196,11 @@ def test_finite_output_and_grads(name):
 def test_shapes(name):
     """(T, H), (B, T, H) and (B1, B2, T, H) inputs; float32 outputs; the unbatched call equals a batch row."""
     layer = make(name)
-    u = normal((3, 2, 16, H))
+    u = normal((3, 2, 64, H))
     y4 = apply(layer, u, "parallel")
     y3 = apply(layer, u[0], "parallel")
     y2 = apply(layer, u[0, 1], "parallel")
-    assert y4.shape == u.shape and y3.shape == u[0].shape and y2.shape == (16, H)
+    assert y4.shape == u.shape and y3.shape == u[0].shape and y2.shape == (64, H)
     assert y4.dtype == y3.dtype == y2.dtype == jnp.float32
     assert float(jnp.abs(y3[1] - y2).max()) <= 1e-6 and float(jnp.abs(y4[0] - y3).max()) <= 1e-6
     assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(nnx.state(layer, nnx.Param)))

@@ -125,15 +125,16 @@ class S5(nnx.Module):
         self.hidden, self.state, self.conj_sym = H, P, bool(conj_sym)
         self.discretization, self.clip_eigs, self.step_rescale = discretization, bool(clip_eigs), step_rescale
 
-        Lambda, V, Vinv = block_hippo(P, J, conj_sym)
-        B = np.asarray(jax.nn.initializers.lecun_normal()(rngs.params(), (P, H)), np.float64)
-        C = np.asarray(jax.nn.initializers.lecun_normal()(rngs.params(), (H, P, 2)), np.float64)
+        Lambda, V, Vinv = block_hippo(P, J, conj_sym)       # constants (NumPy float64), no key needed
+        V, Vinv = jnp.asarray(V, jnp.complex64), jnp.asarray(Vinv, jnp.complex64)
+        B = jax.nn.initializers.lecun_normal()(rngs.params(), (P, H))
+        C = jax.nn.initializers.lecun_normal()(rngs.params(), (H, P, 2))
         B_tilde = Vinv @ B                                   # B̃ = V⁻¹ B       (P', H)
         C_tilde = (C[..., 0] + 1j * C[..., 1]) @ V           # C̃ = C V         (H, P')
-        f32 = lambda x: jnp.asarray(x, jnp.float32)
-        self.Lambda_re, self.Lambda_im = nnx.Param(f32(Lambda.real)), nnx.Param(f32(Lambda.imag))
-        self.B_tilde_re, self.B_tilde_im = nnx.Param(f32(B_tilde.real)), nnx.Param(f32(B_tilde.imag))
-        self.C_tilde_re, self.C_tilde_im = nnx.Param(f32(C_tilde.real)), nnx.Param(f32(C_tilde.imag))
+        self.Lambda_re = nnx.Param(jnp.asarray(Lambda.real, jnp.float32))
+        self.Lambda_im = nnx.Param(jnp.asarray(Lambda.imag, jnp.float32))
+        self.B_tilde_re, self.B_tilde_im = nnx.Param(B_tilde.real), nnx.Param(B_tilde.imag)
+        self.C_tilde_re, self.C_tilde_im = nnx.Param(C_tilde.real), nnx.Param(C_tilde.imag)
         self.D = nnx.Param(jax.random.normal(rngs.params(), (H,)))
         self.log_step = nnx.Param(log_step_init(rngs.params(), (len(Lambda),), dt_min, dt_max))
 
