@@ -4,8 +4,9 @@ Source: "On the interplay between learning and memory in deep state space models
 submission, OpenReview ``hgjpO0H0id``), extending Zucchet & Orvieto (2024, arXiv:2405.21064,
 "Recurrent neural networks: vanishing and exploding gradients are not the end of the story").
 The paper's PDF was not available to us; what it states is known from its OpenReview discussion
-(see ``reproduction-protocol.md`` §5.1). The formulas below are standard linear-time-invariant
-(LTI) results that we derived to match those statements (§5.3); each docstring says which.
+(reviews and author responses). The formulas below are standard linear-time-invariant (LTI)
+results that we derived to match those statements ("ours"); each docstring says which parts are
+quoted from the paper ("FOUND") and which are ours.
 
 Model (paper §3: K layers, scalar state, linear coupling, real λ)::
 
@@ -76,7 +77,7 @@ def impulse_response(lam, b, c, length: int, *, mode: str = "parallel"):
 def negative_binomial_impulse(lam, K: int, length: int):
     """h_K(n) = C(n+K-1, K-1) λ^n: impulse response of K identical layers with b = c = 1.
 
-    Derivation (ours, §5.3): H(z) = (1 - λ z^{-1})^{-K}, whose power series has negative binomial
+    Derivation (ours): H(z) = (1 - λ z^{-1})^{-K}, whose power series has negative binomial
     coefficients. Float64 NumPy.
     """
     n = np.arange(length, dtype=np.float64)
@@ -95,7 +96,7 @@ def negative_binomial_impulse(lam, K: int, length: int):
 def acf_closed_form_layer2(lam, sigma, lags, b=1.0, c=1.0):
     """R^(2)(Δ) = (b c)² σ² λ^|Δ| / (1 - λ²): the ACF of the input of layer 2 under white noise.
 
-    The first layer's output is an AR(1) process (ours, §5.3, the white-noise case of the ACF
+    The first layer's output is an AR(1) process (ours: the white-noise case of the ACF
     recursion). ``R(Δ) = E[y_{t+Δ} y_t]`` (definition confirmed by the authors).
     """
     lags = np.abs(np.asarray(lags, dtype=np.float64))
@@ -124,13 +125,13 @@ def empirical_acf(y, lags, burn_in: int = 0):
 
 
 def acf_propagate(R, lam, b=1.0, c=1.0):
-    """One layer of the ACF recursion on lags 0..L (ours, §5.3):
+    """One layer of the ACF recursion on lags 0..L (ours)::
 
         R_out(Δ) = (b c)² Σ_{n,m ≥ 0} λ^{n+m} R(Δ - n + m) = (b c)²/(1-λ²) Σ_j λ^{|j|} R(Δ - j).
 
-    The second form sums over j = m - n first (Σ_n λ^{2n+|j|} = λ^{|j|}/(1-λ²)). ``R`` is one-sided
-    (R(-Δ) = R(Δ), a stationary real process) and treated as zero beyond lag L, so keep L several
-    correlation times long. Float64 NumPy.
+    The second form sums over j = m - n first, using ``Σ_n λ^{2n+|j|} = λ^{|j|}/(1-λ²)``. ``R`` is
+    one-sided (R(-Δ) = R(Δ), a stationary real process) and treated as zero beyond lag L, so keep L
+    several correlation times long. Float64 NumPy.
     """
     R = np.asarray(R, dtype=np.float64)
     L = R.shape[-1] - 1
@@ -153,7 +154,7 @@ def acf_through_layers(R, lam, b=None, c=None):
 
 
 def correlation_time(R):
-    """τ_c = Σ_{Δ ≥ 0} |R(Δ)| / R(0) on the lags given: a width of the ACF (larger = more memory)."""
+    """``τ_c = Σ_{Δ≥0} |R(Δ)| / R(0)`` on the lags given: a width of the ACF (larger = more memory)."""
     R = np.asarray(R, dtype=np.float64)
     return np.sum(np.abs(R), axis=-1) / R[..., 0]
 
@@ -167,8 +168,8 @@ def state_variance_from_acf(lam, R, b=1.0):
     """E[x_t²] = b²/(1-λ²) · [R(0) + 2 Σ_{Δ≥1} λ^Δ R(Δ)] for a stationary symmetric input ACF R.
 
     Zucchet & Orvieto's lemma in the symmetric-input form the paper's Lemma 1 uses (FOUND: the
-    lemma "differs ... by the assumption of symmetry of the inputs"; the formula itself is ours,
-    §5.3). ``R`` is one-sided on lags 0..L.
+    lemma "differs ... by the assumption of symmetry of the inputs"; the formula itself is ours).
+    ``R`` is one-sided on lags 0..L.
     """
     R = np.asarray(R, dtype=np.float64)
     d = np.arange(R.shape[-1])
@@ -179,17 +180,17 @@ def state_variance_from_acf(lam, R, b=1.0):
 def state_variance_exp_acf(lam, rho, R0=1.0, b=1.0):
     """E[x_t²] = b² R(0) (1 + λρ) / ((1 - λ²)(1 - λρ)) for an input with ACF R(Δ) = R(0) ρ^|Δ|.
 
-    ρ = 0 is white noise: b² σ²/(1-λ²), the "curse of memory" of Zucchet & Orvieto (ours, §5.3).
+    ρ = 0 is white noise: b² σ²/(1-λ²), the "curse of memory" of Zucchet & Orvieto (ours).
     """
     return b**2 * R0 * (1.0 + lam * rho) / ((1.0 - lam**2) * (1.0 - lam * rho))
 
 
 def variance_identical_layers(lam, K: int, sigma=1.0):
-    """Var of the K-th layer's state, K identical layers (b = c = 1), white-noise input of variance σ²:
+    """Var of the K-th layer's state, K identical layers (b = c = 1), white-noise input of variance σ²::
 
         Var_K = Σ_n h_K(n)² = ₂F₁(K, K; 1; λ²) = (1-λ²)^{-(2K-1)} Σ_{j=0}^{K-1} C(K-1, j)² λ^{2j}.
 
-    (ours, §5.3: Parseval on the negative binomial impulse response, then Euler's transformation
+    (ours: Parseval on the negative binomial impulse response, then Euler's transformation
     ₂F₁(a,b;c;z) = (1-z)^{c-a-b} ₂F₁(c-a,c-b;c;z), which terminates.) K=1: 1/(1-λ²);
     K=2: (1+λ²)/(1-λ²)³. ``lam`` may be an array. Float64 NumPy.
     """
@@ -226,7 +227,7 @@ def group_delay(lam, omega):
     """τ(ω) = -d arg H(e^{iω})/dω = Σ_k (r_k cos(ω-φ_k) - r_k²) / (1 - 2 r_k cos(ω-φ_k) + r_k²),
 
     with λ_k = r_k e^{iφ_k} (φ = 0 for real λ). Derived from the Prop. 2 frequency response (App. B
-    derives "the form of the group delay"; this closed form is ours, §5.3). The gains b_k c_k only
+    derives "the form of the group delay"; this closed form is ours). The gains b_k c_k only
     shift the phase by a constant, so they do not enter. ``omega`` may be an array.
     """
     lam = np.asarray(lam)
@@ -238,8 +239,7 @@ def group_delay(lam, omega):
 
 
 def group_delay_modes(residue, lam, omega):
-    """Group delay of a diagonal (wide) SSM H(z) = Σ_k r_k / (1 - λ_k z^{-1}):  τ = -Im(H'(ω)/H(ω)),
-
+    """Group delay of a diagonal (wide) SSM H(z) = Σ_k r_k / (1 - λ_k z^{-1}): τ = -Im(H'(ω)/H(ω)), with
     H'(ω) = -i Σ_k r_k λ_k e^{-iω} / (1 - λ_k e^{-iω})². Same eigenvalues with other residues
     (i.e. other B̃, C̃) give another delay: B and C shape the memory without touching the spectrum.
     """
@@ -258,8 +258,8 @@ def dc_group_delay(lam):
 
 
 def centre_of_mass(h):
-    """n̄ = Σ_n n h(n) / Σ_n h(n) (time on the last axis). Equals τ(0) = -H'(1)/H(1) · z-derivative
-    identity: for H(z) = Σ h(n) z^{-n}, τ(0) = Σ n h(n) / Σ h(n) whenever Σ h(n) ≠ 0."""
+    """n̄ = Σ_n n h(n) / Σ_n h(n) (time on the last axis): the DC group delay τ(0) of H(z) = Σ h(n) z^{-n}
+    whenever Σ h(n) ≠ 0 (differentiate the phase of H(e^{iω}) at ω = 0)."""
     h = np.asarray(h, dtype=np.float64)
     n = np.arange(h.shape[-1])
     return np.sum(n * h, axis=-1) / np.sum(h, axis=-1)
@@ -284,10 +284,10 @@ class WideSSM(NamedTuple):
 
 
 def wide_equivalent(lam, b, c) -> WideSSM:
-    """The K-layer scalar stack as one K-dimensional layer (paper §3.3, eqs. 8-9; matrices ours, §5.3).
+    """The K-layer scalar stack as one K-dimensional layer (paper §3.3, eqs. 8-9; matrices ours).
 
     Stacking x_t = (x^(1)_t, ..., x^(K)_t): (I - N) x_t = Λ x_{t-1} + b_1 e_1 u_t with
-    N_{k,k-1} = b_k c_{k-1}, Λ = diag(λ). Hence
+    N_{k,k-1} = b_k c_{k-1}, Λ = diag(λ). Hence::
 
         A = (I - N)^{-1} Λ (lower triangular, eigenvalues {λ_k}),
         B = (I - N)^{-1} e_1 b_1  (B_k = b_1 Π_{j=2..k} b_j c_{j-1}),   C = c_K e_K^T.
@@ -339,8 +339,8 @@ def diagonal_ssm(u, Lambda, B_tilde, C_tilde):
 def residues(lam, b, c):
     """r_k = (Π_j b_j c_j) λ_k^{K-1} / Π_{j≠k} (λ_k - λ_j): H(z) = Σ_k r_k / (1 - λ_k z^{-1}).
 
-    Partial fractions of the stack's transfer function (ours, §5.3); r_k = B̃_k C̃_k of
-    ``wide_equivalent``. For λ's a distance δ apart, |r_k| ~ δ^{-(K-1)}: the wide form needs large
+    Partial fractions of the stack's transfer function (ours); r_k = B̃_k C̃_k of
+    ``wide_equivalent``. For λ's a distance δ apart, ``|r_k| ~ δ^-(K-1)``: the wide form needs large
     B̃, C̃ (FOUND: the authors' explanation of why the wide form is harder to train).
     """
     lam = np.asarray(lam, dtype=np.float64)
@@ -358,7 +358,7 @@ def residues(lam, b, c):
 
 def matched_student_lambda(lam_star, K):
     """λ' = λ* / (K - (K-1) λ*): the common λ of K identical layers with the DC group delay of one
-    teacher layer, K λ'/(1-λ') = λ*/(1-λ*) (ours, §5.3). λ* = 0.99, K = 2 → λ' ≈ 0.9802."""
+    teacher layer, K λ'/(1-λ') = λ*/(1-λ*) (ours). λ* = 0.99, K = 2 → λ' ≈ 0.9802."""
     return lam_star / (K - (K - 1) * lam_star)
 
 
@@ -373,6 +373,7 @@ def lam_from_nu(nu):
 
 
 def nu_from_lam(lam):
+    """ν = log(-log λ), the inverse of ``lam_from_nu``."""
     return jnp.log(-jnp.log(lam))
 
 
@@ -459,10 +460,10 @@ def fit_student(teacher, K: int, steps: int = 1000, lr: float = 0.01, seed=0, T:
     c_k(0) = s for all k, with s chosen so the student's initial output has unit variance under white
     noise (the K-layer variance explodes with depth otherwise, and Adam's second-moment estimate then
     keeps the steps tiny for thousands of iterations). λ_k(0) ~ U[lam_init] (lam_init = (a, a) starts
-    all layers equal). ν, b (or β), c are trained. ``tied=True`` shares one (λ, b, c) across the K layers: a looped (weight-tied) student.
-    ``mode`` is the scan of ``lib.scan.linear_recurrence``: "sequential" compiles much faster on CPU
-    inside the training loop (same numbers). Deterministic given ``seed``; a sequence of seeds is
-    vmapped (leading seed axis).
+    all layers equal). ν, b (or β), c are trained. ``tied=True`` shares one (λ, b, c) across the K
+    layers: a looped (weight-tied) student. ``mode`` is the scan of ``lib.scan.linear_recurrence``:
+    "sequential" compiles much faster on CPU inside the training loop (same numbers up to float32
+    rounding). Deterministic given ``seed``; a sequence of seeds is vmapped (leading seed axis).
 
     Returns NumPy arrays: ``lam`` (steps+1, K) per-layer λ (row 0 = init), ``loss`` (steps,), the
     final effective ``b`` and ``c`` (K,).
@@ -482,9 +483,10 @@ def fit_students(teacher, Ks, seeds, steps: int = 1000, lr: float = 0.01, T: int
     """``fit_student`` over a grid of depths × seeds in one compiled, vmapped program.
 
     Students have max(Ks) layer slots; the slots beyond a student's K are identity layers
-    (λ = 0, b = c = 1, never trained), so a student's K active layers see the same init as
-    ``fit_student`` with the same seed only in their first K slots. Outputs have leading axes
-    (len(Ks), len(seeds)); ``lam``, ``b``, ``c`` are NaN in inactive slots.
+    (λ = 0, b = c = 1, never trained), so one compilation serves every depth. The initial λ's are
+    drawn for max(Ks) slots, so a student here does not start from the same λ's as ``fit_student``
+    with the same seed. Outputs have leading axes (len(Ks), len(seeds)); ``lam``, ``b``, ``c`` are
+    NaN in inactive slots.
     """
     kw = _fit_args(teacher, steps, lr, T, batch, lam_init, loss, norm, tied, mode)
     K_max = int(max(Ks))
