@@ -29,6 +29,7 @@ import numpy as np
 from flax import nnx
 
 from lib.ssm import SSM_NAMES, make_ssm
+from lib.train import default_mode
 
 
 def _time(fn, *args, repeats: int = 3):
@@ -121,9 +122,9 @@ def bench_train(length: int = 1000, steps: int = 5, repeats: int = 2, hidden: in
     base = dict(hidden=hidden, state=state, in_features=in_features, num_classes=4)
     for name in ssms:
         for blocks, loops in ((1, 6), (6, 1)):
-            kw = dict(ssm=name, blocks=blocks, loops=loops, **base)
+            kw = dict(ssm=name, blocks=blocks, loops=loops, mode=default_mode(name), **base)
             sps, comp = _steps_per_second(kw, [0], length, in_features, steps, repeats)
-            rows.append(dict(kind="steps_per_second", ssm=name, blocks=blocks, loops=loops, T=length, batch=32,
+            rows.append(dict(kind="steps_per_second", ssm=name, mode=kw["mode"], blocks=blocks, loops=loops, T=length, batch=32,
                              seeds=1, steps_per_s=sps, compile_s=comp))
             print(f"{name:12s} blocks={blocks} loops={loops}: {sps:8.3f} steps/s (compile {comp:.1f} s)", flush=True)
     # 5 seeds in one program vs 5 single-seed programs one after another (s5, looped)

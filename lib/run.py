@@ -151,7 +151,7 @@ def run(spec: RunSpec, out: str | Path | None = None, *, data_folder=None, save_
 
     Returns the new records (an empty list when every seed was already recorded)."""
     from lib import results as Rs
-    from lib.train import device_name, train_seeds
+    from lib.train import default_mode, device_name, train_seeds
 
     cfg = spec.train_config()  # validates the optimisation settings before anything runs
     todo = list(spec.seeds)
@@ -168,9 +168,7 @@ def run(spec: RunSpec, out: str | Path | None = None, *, data_folder=None, save_
                         input_injection=spec.input_injection, **dict(spec.ssm_options))
     import jax
 
-    # LrcSSM's parallel (Newton/DEER) solve pays off only on accelerators: 10-50x slower than the
-    # sequential scan on CPU (lib.bench scan). Same function either way (tests/test_lrcssm.py).
-    model_kwargs["mode"] = "sequential" if spec.ssm == "lrcssm" and jax.default_backend() == "cpu" else "parallel"
+    model_kwargs["mode"] = default_mode(spec.ssm)
     results, trainer = train_seeds(model_kwargs, splits, cfg, todo, progress=progress)
     sha, dirty = git_commit()
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")

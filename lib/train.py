@@ -43,6 +43,14 @@ DEFAULT_LR = {"lru": 1e-3, "s5": 1e-3, "linoss-im": 1e-4, "linoss-imex": 1e-4, "
 DEFAULT_CLIP = {"lrcssm": 1.0}
 
 
+def default_mode(ssm: str, backend: str | None = None) -> str:
+    """The scan mode a run uses: LrcSSM's Newton (DEER) solve pays off only on accelerators — on CPU
+    it is 10–50× slower than its sequential scan (``lib.bench scan``) — so CPU runs of LrcSSM use
+    the sequential path; both compute the same function (``tests/test_lrcssm.py``)."""
+    backend = backend or jax.default_backend()
+    return "sequential" if ssm == "lrcssm" and backend == "cpu" else "parallel"
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Optimisation settings. ``PROFILES`` holds the two the book uses."""
