@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PROFILE ?= smoke
 
-.PHONY: setup browser book test bench clean
+.PHONY: setup npm browser book test bench clean
 setup: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,17 +14,23 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PY) -m pip install --disable-pip-version-check -q --no-deps -e .
 	touch $@
 
-# Debian's chromium for the browser tests (never a browser download from playwright)
-browser:
+# npm fetches MathJax for the offline book (lib.book vendor); Debian's chromium drives the browser tests
+# (never a browser download from playwright)
+npm:
+	@command -v npm >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null; }
+
+browser: npm
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 	@chromium --version
 
-book: setup
+book: setup npm
 	$(PY) -m lib.book build --profile $(PROFILE)
 
+# chapters run once: under papermill in the tests (kept), then the build reuses them
 test: setup browser
-	$(PY) -m lib.book build --profile smoke
-	BOOK_HTML=_build/html $(PY) -m pytest
+	BOOK_KEEP_EXECUTED=1 $(PY) -m pytest tests/test_chapters.py
+	$(PY) -m lib.book build --profile smoke --reuse --timeout 1200
+	BOOK_HTML=_build/html $(PY) -m pytest --ignore=tests/test_chapters.py
 
 bench: setup
 	$(PY) -m lib.bench scan

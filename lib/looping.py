@@ -42,7 +42,8 @@ from flax import nnx
 from lib.model import build_model, count_params, untie
 
 __all__ = ["block_iterates", "iterate_metric_arrays", "iterate_metrics", "depth_sweep", "test_time_depth",
-           "reinit", "inclusion_check", "params_vs_depth", "schedule_frame", "load_trained", "saved_models", "EPS"]
+           "reinit", "inclusion_check", "params_vs_depth", "schedule_frame", "load_trained", "saved_models",
+           "pick_saved", "EPS"]
 
 #: added to every norm in a denominator, so an all-zero hidden vector gives a finite ratio
 EPS = 1e-12
@@ -338,3 +339,24 @@ def saved_models(folder, blocks=(1, 2)) -> list[Path]:
         if mk.get("blocks") in tuple(blocks) and mk.get("loops", 1) >= 2:
             out.append(npz)
     return out
+
+
+def pick_saved(paths, blocks=(1, 2)) -> dict:
+    """One saved model per k in ``blocks``: ``{k: path}``. Prefers the first (sorted) group of files
+    that share data set, SSM, reshaping, chunk, hidden size and seed and has every k, so that the
+    models compare like with like; otherwise the first file of each k. Missing k are left out."""
+    groups, first = {}, {}
+    for path in sorted(Path(p) for p in paths):
+        meta = json.loads(path.with_suffix(".json").read_text())
+        mk, rec = meta["model"], meta["record"]
+        k = mk.get("blocks")
+        if k not in tuple(blocks):
+            continue
+        key = (rec.get("dataset"), mk.get("ssm"), rec.get("reshape"), rec.get("chunk"), mk.get("hidden"),
+               rec.get("seed"))
+        groups.setdefault(key, {}).setdefault(k, path)
+        first.setdefault(k, path)
+    for group in groups.values():
+        if all(k in group for k in blocks):
+            return {k: group[k] for k in blocks}
+    return first
