@@ -223,7 +223,8 @@ def save_state(folder: Path, rec: dict, trainer, state, model_kwargs: dict) -> P
     tmp.replace(base.with_suffix(".npz"))
     meta = {"model": {**model_kwargs, "seed": rec["seed"]}, "record": {k: rec[k] for k in
             ("dataset", "ssm", "blocks", "loops", "reshape", "chunk", "order", "protocol", "seed",
-             "val_acc", "test_acc", "best_step", "commit", "command")}}
+             "time_channel", "standardize", "profile", "pipeline", "val_acc", "test_acc", "best_step", "commit",
+             "command") if k in rec}}
     base.with_suffix(".json").write_text(json.dumps(meta, indent=1, default=str))
     return base.with_suffix(".npz")
 
