@@ -16,6 +16,7 @@ Nothing here defines a layer; every function takes the layers of ``lib.ssm`` thr
 * ``scan_gap(layer, u)`` — max |parallel − sequential| of a layer on ``u`` (the check that the associative
   scan computes the recurrence).
 * ``time_call(fn, *args, repeats)`` — compile once, then the median wall time of ``repeats`` calls.
+* ``kernel_widgets()`` — whether a chapter should build ipywidgets (``lib.viz.has_kernel_widgets()``).
 """
 from __future__ import annotations
 
@@ -106,17 +107,18 @@ def impulse_response(layer, length: int, *, channel: int = 0, scale: float = 1.0
     return np.asarray(_finite_difference(layer, int(length), channel, jnp.float32(scale)))
 
 
-def eigen_timescale(layer) -> float:
+def eigen_timescale(layer, *, tol: float = 1e-6) -> float:
     """Median over the modes of −1/log|λ| (steps until |λ|^k = 1/e), from ``layer.eigenvalues()``.
 
-    ``inf`` for modes with |λ| ≥ 1 (they never decay); ``nan`` for layers without ``eigenvalues``
-    (LrcSSM, whose Jacobian changes with the input).
+    ``inf`` for modes with |λ| ≥ 1 − ``tol`` (they do not decay; the default ``tol`` absorbs float32
+    rounding of |λ| = 1, as for LinOSS-IMEX); ``nan`` for layers without ``eigenvalues`` (LrcSSM,
+    whose Jacobian changes with the input).
     """
     if not hasattr(layer, "eigenvalues"):
         return math.nan
     radius = np.abs(np.asarray(layer.eigenvalues(), np.complex128))
     with np.errstate(divide="ignore"):
-        tau = np.where(radius < 1.0, -1.0 / np.log(np.minimum(radius, 1.0 - 1e-16)), np.inf)
+        tau = np.where(radius < 1.0 - tol, -1.0 / np.log(np.minimum(radius, 1.0 - tol)), np.inf)
     return float(np.median(tau))
 
 
@@ -153,3 +155,11 @@ def time_call(fn, *args, repeats: int = 3) -> dict:
         jax.block_until_ready(fn(*args))
         times.append(time.perf_counter() - t0)
     return {"first": first, "median": float(np.median(times)), "best": float(min(times))}
+
+
+def kernel_widgets() -> bool:
+    """True when a chapter should build ipywidgets whose callbacks run Python: ``lib.viz.has_kernel_widgets()``
+    (a live kernel driven by a person, not a batch executor such as papermill; ipywidgets importable)."""
+    from lib import viz
+
+    return viz.has_kernel_widgets()

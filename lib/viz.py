@@ -34,11 +34,29 @@ EMBED_OPTIONS = {"actions": False, "mode": "vega-lite", "renderer": "svg"}
 _counter = itertools.count()
 
 
+#: programs that start a kernel to execute a notebook in batch (no person, no widget front end)
+BATCH_EXECUTORS = ("papermill", "nbclient", "nbconvert", "jupyter-book", "jupyter_book", "lib.book", "pytest",
+                   "nbmake")
+
+
+def _parent_command() -> str:
+    """The command line of this process's parent (Linux ``/proc``); ``""`` where it cannot be read."""
+    try:
+        with open(f"/proc/{os.getppid()}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
 def live() -> bool:
     """True in a live Jupyter kernel driven by a person; False under ``lib.book``/papermill/CI or plain Python.
 
     The book builder and the chapter tests set ``BOOK_BUILD=1``; ``CI`` set (to anything but ``""``/``0``)
     counts the same. Outside IPython, or in a terminal IPython, there is no widget front end: False.
+    A plain ``papermill`` run looks like a person's Jupyter from inside (both are
+    ``ZMQInteractiveShell``), and nbclient can hang on cells that display widgets
+    (jupyter/nbclient#312, nteract/papermill#723), so a kernel whose parent process is a batch
+    executor (``BATCH_EXECUTORS``) is not live either.
     """
     if os.environ.get("BOOK_BUILD", "") not in ("", "0") or os.environ.get("CI", "") not in ("", "0", "false"):
         return False
@@ -47,7 +65,10 @@ def live() -> bool:
     except ImportError:
         return False
     shell = get_ipython()
-    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+    if shell is None or type(shell).__name__ != "ZMQInteractiveShell":
+        return False
+    parent = _parent_command()
+    return not any(name in parent for name in BATCH_EXECUTORS)
 
 
 def has_kernel_widgets() -> bool:
@@ -169,9 +190,9 @@ def table(df, *, code=(), index: bool = False, caption: str | None = None):
     columns = ([df.index.name or ""] if index else []) + [str(c) for c in df.columns]
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     rows = []
-    for key, row in df.iterrows():
+    for key, *values in df.itertuples(index=True, name=None):  # itertuples keeps each column's dtype
         cells = [key] if index else []
-        cells += list(row.values)
+        cells += values
         names = ([None] if index else []) + list(df.columns)
         tds = []
         for name, value in zip(names, cells):
