@@ -94,12 +94,12 @@ def _synthetic_split(n: int, T: int, C: int, classes: int, seed: int):
     return SimpleNamespace(X_train=Xtr, y_train=ytr, X_val=Xv, y_val=yv, X_test=Xt, y_test=yt)
 
 
-def _steps_per_second(model_kwargs, seeds, T, C, steps, repeats):
+def _steps_per_second(model_kwargs, seeds, T, C, steps, repeats, seed_axis="auto"):
     """Train steps per second (per program call) of a MultiSeedTrainer over ``seeds``."""
     from lib.train import MultiSeedTrainer, TrainConfig
 
     cfg = TrainConfig(lr=1e-3, batch_size=32, max_steps=steps, eval_every=steps)
-    tr = MultiSeedTrainer(model_kwargs, cfg, seeds)
+    tr = MultiSeedTrainer(model_kwargs, cfg, seeds, seed_axis=seed_axis)
     splits = [_synthetic_split(64, T, C, 4, s) for s in tr.padded_seeds]
     X = tr._shard(jnp.asarray(np.stack([s.X_train for s in splits])))
     Y = tr._shard(jnp.asarray(np.stack([s.y_train for s in splits]).astype(np.int32)))
@@ -129,7 +129,12 @@ def bench_train(length: int = 1000, steps: int = 5, repeats: int = 2, hidden: in
             print(f"{name:12s} blocks={blocks} loops={loops}: {sps:8.3f} steps/s (compile {comp:.1f} s)", flush=True)
     # 5 seeds in one program vs 5 single-seed programs one after another (s5, looped)
     kw = dict(ssm="s5", blocks=1, loops=6, **base)
-    sps_multi, comp_multi = _steps_per_second(kw, list(range(seeds)), length, in_features, steps, repeats)
+    multi = {axis: _steps_per_second(kw, list(range(seeds)), length, in_features, steps, repeats, axis)
+             for axis in ("vmap", "map")}
+    from lib.train import MultiSeedTrainer, TrainConfig
+
+    auto = MultiSeedTrainer(kw, TrainConfig(), [0, 1]).seed_axis
+    sps_multi, comp_multi = multi[auto]
     seq_times, comp_seq = [], 0.0
     for s in range(seeds):
         sps_one, comp = _steps_per_second(kw, [s], length, in_features, steps, repeats)
@@ -138,9 +143,12 @@ def bench_train(length: int = 1000, steps: int = 5, repeats: int = 2, hidden: in
     multi_thr = sps_multi * seeds  # seed-steps per second
     seq_thr = seeds * steps / sum(seq_times)
     rows.append(dict(kind="multi_seed", ssm="s5", blocks=1, loops=6, T=length, batch=32, seeds=seeds,
+                     seed_axis=auto, vmap_seed_steps_per_s=multi["vmap"][0] * seeds,
+                     map_seed_steps_per_s=multi["map"][0] * seeds,
                      one_program_seed_steps_per_s=multi_thr, sequential_seed_steps_per_s=seq_thr,
                      speedup=multi_thr / seq_thr, compile_s_one_program=comp_multi, compile_s_sequential=comp_seq))
-    print(f"{seeds} seeds in one program: {multi_thr:.3f} seed-steps/s vs sequential {seq_thr:.3f} "
+    print(f"{seeds} seeds in one program ({auto}; vmap {multi['vmap'][0] * seeds:.3f}, map "
+          f"{multi['map'][0] * seeds:.3f}): {multi_thr:.3f} seed-steps/s vs sequential {seq_thr:.3f} "
           f"(x{multi_thr / seq_thr:.2f})", flush=True)
     return {**_meta("train", length=length, steps=steps, repeats=repeats, hidden=hidden, state=state), "rows": rows}
 

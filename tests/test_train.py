@@ -51,6 +51,18 @@ def test_same_config_and_seed_are_bit_identical():
     assert a[0].history != a[1].history  # different seeds really differ
 
 
+def test_seed_axis_map_equals_vmap():
+    """On one CPU device the seeds loop inside the program (lax.map); vmapping them gives the same run."""
+    splits = [synthetic_split(4), synthetic_split(5)]
+    a, ta = train_seeds(KW, splits, CFG, [4, 5], progress=False, seed_axis="map")
+    b, tb = train_seeds(KW, splits, CFG, [4, 5], progress=False, seed_axis="vmap")
+    assert (ta.seed_axis, tb.seed_axis) == ("map", "vmap")
+    for ra, rb in zip(a, b):
+        assert (ra.val_acc, ra.test_acc, ra.best_step, ra.steps) == (rb.val_acc, rb.test_acc, rb.best_step, rb.steps)
+        fa, fb = _flat(ra.state), _flat(rb.state)
+        assert max(float(np.max(np.abs(fa[k] - fb[k]))) for k in fa) <= 1e-5
+
+
 SHARDED = textwrap.dedent("""
     import json, sys, numpy as np, jax
     sys.path.insert(0, {tests!r})
@@ -58,7 +70,7 @@ SHARDED = textwrap.dedent("""
     from lib.train import train_seeds
     seeds = [11, 12, 13]
     multi, trainer = train_seeds(KW, [synthetic_split(s) for s in seeds], CFG, seeds, progress=False)
-    out = dict(devices=len(jax.devices()), pad=trainer.n_pad,
+    out = dict(devices=len(jax.devices()), pad=trainer.n_pad, axis=trainer.seed_axis,
                sharding=str(jax.tree.leaves(trainer.state)[0].sharding.spec), rows=[])
     for s, m in zip(seeds, multi):
         (one,), _ = train_seeds(KW, [synthetic_split(s)], CFG, [s], progress=False)
@@ -81,7 +93,7 @@ def test_sharded_multi_seed_equals_per_seed_runs(tmp_path):
                           timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.split("RESULT", 1)[1])
-    assert out["devices"] == 4 and out["pad"] == 1
+    assert out["devices"] == 4 and out["pad"] == 1 and out["axis"] == "vmap"
     assert "seed" in out["sharding"]
     for row in out["rows"]:
         assert row["multi"] == row["single"], row
