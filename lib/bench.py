@@ -32,8 +32,14 @@ from lib.ssm import SSM_NAMES, make_ssm
 from lib.train import default_mode
 
 
-def _time(fn, *args, repeats: int = 3):
-    """(compile+first call seconds, median seconds of ``repeats`` later calls)."""
+def time_call(fn, *args, repeats: int = 3) -> dict:
+    """Call ``fn(*args)`` once (compilation) and then ``repeats`` times; wall times in seconds.
+
+    Returns ``{"first": ..., "median": ..., "best": ...}``; outputs are waited for with
+    ``jax.block_until_ready`` so asynchronous dispatch does not hide the work.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats!r}")
     t0 = time.perf_counter()
     jax.block_until_ready(fn(*args))
     first = time.perf_counter() - t0
@@ -42,7 +48,13 @@ def _time(fn, *args, repeats: int = 3):
         t0 = time.perf_counter()
         jax.block_until_ready(fn(*args))
         times.append(time.perf_counter() - t0)
-    return first, statistics.median(times)
+    return {"first": first, "median": float(statistics.median(times)), "best": float(min(times))}
+
+
+def _time(fn, *args, repeats: int = 3):
+    """(compile+first call seconds, median seconds of ``repeats`` later calls)."""
+    t = time_call(fn, *args, repeats=repeats)
+    return t["first"], t["median"]
 
 
 def _meta(kind: str, **extra) -> dict:

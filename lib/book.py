@@ -73,8 +73,8 @@ MATHJAX_PARTS = ("tex-mml-chtml.js", "input/", "output/", "ui/", "a11y/", "sre/"
 
 
 # --------------------------------------------------------------------------------------------- chapters
-def toc_chapters(toc: Path = TOC) -> list[str]:
-    """Names of the chapters (``chapters/NAME`` entries of ``_toc.yml``, root first), in book order."""
+def toc_files(toc: Path = TOC) -> list[str]:
+    """Every page of ``_toc.yml`` (root first, then the entries in book order), as written there."""
     import yaml
 
     data = yaml.safe_load(Path(toc).read_text(encoding="utf-8"))
@@ -90,7 +90,12 @@ def toc_chapters(toc: Path = TOC) -> list[str]:
     walk(data.get("chapters"))
     for part in data.get("parts") or []:
         walk(part.get("chapters"))
-    return [f.split("/", 1)[1] for f in files if f.startswith("chapters/")]
+    return files
+
+
+def toc_chapters(toc: Path = TOC) -> list[str]:
+    """Names of the chapters (``chapters/NAME`` entries of ``_toc.yml``, root first), in book order."""
+    return [f.split("/", 1)[1] for f in toc_files(toc) if f.startswith("chapters/")]
 
 
 def source(name: str) -> Path:

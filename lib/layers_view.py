@@ -21,13 +21,13 @@ Nothing here defines a layer; every function takes the layers of ``lib.ssm`` thr
 from __future__ import annotations
 
 import math
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from lib.bench import time_call  # noqa: F401  (re-exported for the chapters)
 from lib.ssm import make_ssm
 
 #: the knob each SSM exposes for its memory timescale (what ``timescale_layer`` sets)
@@ -136,25 +136,6 @@ def scan_gap(layer, u) -> dict:
     y_seq = np.asarray(layer(u, mode="sequential"), np.float64)
     gap, scale = float(np.max(np.abs(y_par - y_seq))), float(np.max(np.abs(y_seq)))
     return {"max_abs_diff": gap, "max_abs_y": scale, "relative": gap / scale if scale else 0.0}
-
-
-def time_call(fn, *args, repeats: int = 3) -> dict:
-    """Call ``fn(*args)`` once (compilation) and then ``repeats`` times; wall times in seconds.
-
-    Returns ``{"first": ..., "median": ..., "best": ...}``; outputs are waited for with
-    ``jax.block_until_ready`` so asynchronous dispatch does not hide the work.
-    """
-    if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats!r}")
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    first = time.perf_counter() - t0
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t0)
-    return {"first": first, "median": float(np.median(times)), "best": float(min(times))}
 
 
 def kernel_widgets() -> bool:

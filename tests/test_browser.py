@@ -49,21 +49,9 @@ ALLOWED_404 = [re.compile(r"/favicon\.ico$")]  # the browser asks for it; the bo
 
 
 def _pages() -> list[str]:
-    import yaml
+    from lib.book import toc_files
 
-    data = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
-    files = [data["root"]]
-
-    def walk(entries):
-        for entry in entries or []:
-            if "file" in entry:
-                files.append(entry["file"])
-            walk(entry.get("sections"))
-
-    walk(data.get("chapters"))
-    for part in data.get("parts") or []:
-        walk(part.get("chapters"))
-    return ["index"] + files
+    return ["index"] + toc_files(ROOT / "_toc.yml")
 
 
 PAGES = _pages()
