@@ -66,7 +66,7 @@ def _meta(kind: str, **extra) -> dict:
             "n_devices": len(jax.devices()), "cpu": platform.processor() or platform.machine(),
             "versions": versions(), "commit": sha, "dirty": dirty,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "command": "python -m lib.bench " + " ".join(sys.argv[2:] if sys.argv[1:2] == [kind] else sys.argv[1:]),
+            "command": "python -m lib.bench " + (" ".join(sys.argv[1:]) if sys.argv[1:2] == [kind] else kind),
             **extra}
 
 
