@@ -36,12 +36,12 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from lib.scan import MODES
 from lib.ssm import SSM_NAMES, make_ssm
 
 #: dropout rate of the peers' block per SSM (Log-NCDE / LinOSS repositories; LrcSSM uses none)
 DROPOUT = {"lru": 0.1, "s5": 0.05, "linoss-im": 0.05, "linoss-imex": 0.05, "lrcssm": 0.0}
 NORMS = ("batch", "layer", "none")
-MODES = ("parallel", "sequential")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,7 +19,8 @@ import jax.numpy as jnp
 MODES = ("parallel", "sequential")
 
 
-def _check_mode(mode: str) -> None:
+def check_mode(mode: str) -> None:
+    """ValueError unless ``mode`` is one of ``MODES``."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
 
@@ -37,7 +38,7 @@ def linear_recurrence(a, b, *, mode: str = "parallel"):
     ``a`` broadcasts against ``b`` (a time-invariant ``a`` of shape ``(N,)`` is fine). Returns all
     states ``h`` with the shape and dtype of ``b`` (complex if either input is complex).
     """
-    _check_mode(mode)
+    check_mode(mode)
     dtype = jnp.result_type(a, b)
     b = jnp.asarray(b, dtype)
     a = jnp.broadcast_to(jnp.asarray(a, dtype), b.shape)
@@ -70,7 +71,7 @@ def block2_recurrence(M, F, *, mode: str = "parallel"):
     ``M = (m11, m12, m21, m22)``: four arrays broadcastable to the state shape ``(..., T, N)``;
     ``F = (f_z, f_y)``: two arrays of that shape. Returns ``(z, y)``, each ``(..., T, N)``.
     """
-    _check_mode(mode)
+    check_mode(mode)
     f1, f2 = F
     dtype = jnp.result_type(*M, f1, f2)
     shape = jnp.broadcast_shapes(jnp.shape(f1), jnp.shape(f2))

@@ -12,6 +12,30 @@ Contract every layer follows (``lib.model`` and the checks rely on it):
 from __future__ import annotations
 
 import importlib
+import numbers
+
+import numpy as np
+
+from lib.scan import check_mode
+
+def check_sizes(**sizes) -> list[int]:
+    """Each keyword a positive integer (ValueError naming the first that is not); returns them as ints."""
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, (numbers.Integral, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return [int(v) for v in sizes.values()]
+
+
+def check_input(u, hidden: int, mode: str):
+    """``u`` as float32 ``(..., T, hidden)``; ValueError for a wrong shape or ``mode``."""
+    import jax.numpy as jnp
+
+    check_mode(mode)
+    u = jnp.asarray(u, jnp.float32)
+    if u.ndim < 2 or u.shape[-1] != hidden:
+        raise ValueError(f"u must have shape (..., T, {hidden}), got {u.shape}")
+    return u
+
 
 # name -> (module, class name, fixed options)
 _REGISTRY = {

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from lib.scan import block2_recurrence
-from lib.ssm.lru import check_input
+from lib.ssm import check_input, check_sizes
 
 DISCRETIZATIONS = ("IM", "IMEX")
 
@@ -74,11 +74,8 @@ class LinOSS(nnx.Module):
     """LinOSS layer ``(..., T, hidden) -> (..., T, hidden)`` with ``state`` = P oscillators (module docstring)."""
 
     def __init__(self, hidden: int, state: int, *, rngs: nnx.Rngs, discretization: str = "IM"):
-        for name, value in (("hidden", hidden), ("state", state)):
-            if int(value) != value or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        H, P = check_sizes(hidden=hidden, state=state)
         _check_discretization(discretization)
-        H, P = int(hidden), int(state)
         self.hidden, self.state, self.discretization = H, P, discretization
         self.A_hat = nnx.Param(jax.random.uniform(rngs.params(), (P,)))      # A = ReLU(Â)
         self.step_hat = nnx.Param(jax.random.uniform(rngs.params(), (P,)))   # Δt = sigmoid(ŝ)

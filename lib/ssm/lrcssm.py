@@ -57,7 +57,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from lib.scan import _check_mode, linear_recurrence
+from lib.scan import linear_recurrence
+from lib.ssm import check_input, check_sizes
 
 sigmoid = jax.nn.sigmoid
 CLIP = 1e8  # bound on intermediate Newton iterates, as ELK's deer.py (clip_ytnext)
@@ -146,9 +147,7 @@ class LrcSSM(nnx.Module):
 
     def __init__(self, hidden: int, state: int, *, rngs: nnx.Rngs, newton_iters: int = 12,
                  newton_tol: float | None = None, step: float = 1.0):
-        for name, value in (("hidden", hidden), ("state", state), ("newton_iters", newton_iters)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        hidden, state, newton_iters = check_sizes(hidden=hidden, state=state, newton_iters=newton_iters)
         if not step > 0:
             raise ValueError(f"step must be positive, got {step!r}")
         if newton_tol is not None and not newton_tol > 0:
@@ -170,16 +169,9 @@ class LrcSSM(nnx.Module):
         """The cell parameters as a dict of arrays, keyed by the names in ``PARAMS``."""
         return {n: getattr(self, n)[...] for n in PARAMS}
 
-    def _check_input(self, u):
-        u = jnp.asarray(u, jnp.float32)
-        if u.ndim < 2 or u.shape[-1] != self.hidden:
-            raise ValueError(f"u must have shape (..., T, {self.hidden}), got {u.shape}")
-        return u
-
     def states(self, u, mode: str = "parallel"):
         """The LRC states x, shape (..., T, state)."""
-        _check_mode(mode)
-        return solve(self.params(), self._check_input(u), mode=mode, step=self.step,
+        return solve(self.params(), check_input(u, self.hidden, mode), mode=mode, step=self.step,
                       iters=self.newton_iters, tol=self.newton_tol)
 
     def __call__(self, u, mode: str = "parallel"):
@@ -191,4 +183,4 @@ class LrcSSM(nnx.Module):
         iters = self.newton_iters if iters is None else iters
         if not isinstance(iters, int) or iters < 1:
             raise ValueError(f"iters must be a positive int, got {iters!r}")
-        return residuals(self.params(), self._check_input(u), step=self.step, iters=iters)
+        return residuals(self.params(), check_input(u, self.hidden, "parallel"), step=self.step, iters=iters)

@@ -32,7 +32,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from lib.scan import MODES, linear_recurrence
+from lib.scan import linear_recurrence
+from lib.ssm import check_input, check_sizes
 
 
 def nu_init(key, shape, r_min=0.0, r_max=1.0):
@@ -61,29 +62,16 @@ def normal_init(key, shape, scale=1.0):
     return scale * jax.random.normal(key, shape)
 
 
-def check_input(u, hidden: int, mode: str):
-    """``u`` as float32 ``(..., T, hidden)``; ValueError for a wrong shape or ``mode``."""
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    u = jnp.asarray(u, jnp.float32)
-    if u.ndim < 2 or u.shape[-1] != hidden:
-        raise ValueError(f"u must have shape (..., T, {hidden}), got {u.shape}")
-    return u
-
-
 class LRU(nnx.Module):
     """LRU layer ``(..., T, hidden) -> (..., T, hidden)`` with ``state`` complex modes (see module docstring)."""
 
     def __init__(self, hidden: int, state: int, *, rngs: nnx.Rngs,
                  r_min: float = 0.0, r_max: float = 1.0, max_phase: float = 6.28):
-        for name, value in (("hidden", hidden), ("state", state)):
-            if int(value) != value or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        H, P = check_sizes(hidden=hidden, state=state)
         if not 0.0 <= r_min < r_max <= 1.0:
             raise ValueError(f"r_min, r_max must satisfy 0 <= r_min < r_max <= 1, got r_min={r_min}, r_max={r_max}")
         if not max_phase > 0:
             raise ValueError(f"max_phase must be positive, got {max_phase}")
-        H, P = int(hidden), int(state)
         self.hidden, self.state = H, P
         nu = nu_init(rngs.params(), (P,), r_min, r_max)
         theta = theta_init(rngs.params(), (P,), max_phase)

@@ -37,7 +37,7 @@ import scipy.linalg
 from flax import nnx
 
 from lib.scan import linear_recurrence
-from lib.ssm.lru import check_input
+from lib.ssm import check_input, check_sizes
 
 DISCRETIZATIONS = ("zoh", "bilinear")
 
@@ -111,10 +111,7 @@ class S5(nnx.Module):
     def __init__(self, hidden: int, state: int, *, rngs: nnx.Rngs, ssm_blocks: int = 1,
                  conj_sym: bool = True, discretization: str = "zoh", dt_min: float = 1e-3,
                  dt_max: float = 1e-1, clip_eigs: bool = True, step_rescale: float = 1.0):
-        for name, value in (("hidden", hidden), ("state", state), ("ssm_blocks", ssm_blocks)):
-            if int(value) != value or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        H, P, J = int(hidden), int(state), int(ssm_blocks)
+        H, P, J = check_sizes(hidden=hidden, state=state, ssm_blocks=ssm_blocks)
         if P % (2 * J if conj_sym else J):
             raise ValueError(f"state must be divisible by {'2·ssm_blocks' if conj_sym else 'ssm_blocks'}"
                              f" (conj_sym={conj_sym}), got state={P}, ssm_blocks={J}")
