@@ -85,10 +85,14 @@ class RunSpec:
             args += ["--seed-list", ",".join(map(str, self.seeds))]
         if self.profile != "full":
             args += ["--profile", self.profile]
-        for flag, value, default in (("--hidden", self.hidden, None), ("--state", self.state, None),
-                                     ("--lr", self.lr, None), ("--max-steps", self.max_steps, None),
-                                     ("--eval-every", self.eval_every, None), ("--patience", self.patience, None)):
-            if value is not None and not (flag in ("--hidden", "--state") and value == _profile_size(self.profile, flag)):
+        from lib.train import PROFILES
+
+        profile = PROFILES[self.profile]
+        for flag, value, default in (("--hidden", self.hidden, profile["hidden"]),
+                                     ("--state", self.state, profile["state"]), ("--lr", self.lr, None),
+                                     ("--max-steps", self.max_steps, None), ("--eval-every", self.eval_every, None),
+                                     ("--patience", self.patience, None)):
+            if value is not None and value != default:  # a flag only where it differs from the profile
                 args += [flag, str(value)]
         if self.batch_size != 32:
             args += ["--batch-size", str(self.batch_size)]
@@ -103,12 +107,6 @@ class RunSpec:
         if out:
             args += ["--out", out]
         return shlex.join(args)
-
-
-def _profile_size(profile: str, flag: str) -> int:
-    from lib.train import PROFILES
-
-    return PROFILES[profile]["hidden" if flag == "--hidden" else "state"]
 
 
 def git_commit() -> tuple[str, bool]:

@@ -211,7 +211,7 @@ class MultiSeedTrainer:
     def _chunk(self, state, opt_state, X, Y, idx):
         """``idx.shape[0]`` train steps for one seed (vmapped over seeds by the caller)."""
         def body(carry, i):
-            st, os_, = carry
+            st, os_ = carry
             st, os_, loss = self._step(st, os_, X, Y, i)
             return (st, os_), loss
 
