@@ -1,7 +1,7 @@
 """The experiment grids of the book, and the command that runs them (resumably).
 
     python -m lib.grid --profile smoke|full [--grid main|widget|lr] [--datasets ...] [--ssms ...]
-                       [--out FILE] [--dry-run]
+                       [--out FILE] [--workers N] [--shard I/N] [--budget-min M] [--dry-run]
 
 ``main``  — the reproduction table: standard (blocks 6 × loops 1) vs looped (1 × 6) for every SSM,
             plus 2 × 3 and 3 × 2 for s5 and lru; no reshaping vs the data set's reshaping with the
@@ -14,14 +14,24 @@
 The ``smoke`` profile shrinks every grid (depth 2, H = P = 16, two seeds, a few hundred steps, the
 short sets) so it finishes in minutes on a 2-core CPU; its numbers are pipeline checks, not results.
 Records already in the output file are skipped, so an interrupted grid resumes where it stopped.
+
+Running it in slices (a GPU lent for a limited time, several processes on one accelerator):
+``--shard I/N`` runs every N-th configuration starting at the I-th (0-based), ``--workers N``
+starts N such shards as subprocesses that share the output file (writes are locked, see
+``lib.results``) and the accelerator (each gets ``XLA_PYTHON_CLIENT_MEM_FRACTION`` = 0.9 / N, no
+preallocation), and ``--budget-min M`` starts no configuration that would, at the pace of the
+slowest one so far, end after M minutes; rerunning the same command resumes.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+import subprocess
 import sys
 import time
 
+from lib import results as R
 from lib.run import RunSpec, run
 
 
@@ -156,6 +166,44 @@ def default_out(grid: str, profile: str) -> str:
     return f"data/results/{grid}-{profile}.jsonl"
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"I/N"`` → ``(I, N)`` with 0 <= I < N (one clear error otherwise)."""
+    try:
+        i, n = (int(v) for v in str(text).split("/"))
+    except ValueError:
+        raise ValueError(f"--shard must look like I/N (e.g. 0/4), got {text!r}") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise ValueError(f"--shard I/N needs N >= 1 and 0 <= I < N, got {text!r}")
+    return i, n
+
+
+def _spawn_workers(argv: list, n: int) -> int:
+    """Run ``n`` shards of the same command as subprocesses; the worst exit status wins."""
+    base = [a for a in argv]
+    procs = []
+    for i in range(n):
+        env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false",
+                   XLA_PYTHON_CLIENT_MEM_FRACTION=f"{0.9 / n:.3f}", LOOPED_SSM_WORKER=f"{i}/{n}")
+        procs.append(subprocess.Popen([sys.executable, "-m", "lib.grid", *base, "--shard", f"{i}/{n}",
+                                       "--workers", "1"], env=env))
+    codes = [p.wait() for p in procs]
+    print(f"workers finished with exit status {codes}", flush=True)
+    return max(codes)
+
+
+def _strip(argv: list, flag: str) -> list:
+    """``argv`` without ``flag`` and its value (``--flag V`` or ``--flag=V``)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == flag:
+            skip = True
+        elif not a.startswith(flag + "="):
+            out.append(a)
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m lib.grid", description=__doc__.split("\n\n")[0])
     p.add_argument("--grid", default="main", choices=tuple(GRIDS))
@@ -165,8 +213,25 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None, help="default: data/results/<grid>-<profile>.jsonl")
     p.add_argument("--save-params", default=None, metavar="DIR",
                    help="save every seed's trained model state (the widget grid saves seed 0 of looped s5)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="run N shards as parallel subprocesses sharing the output file (and the GPU)")
+    p.add_argument("--shard", default=None, metavar="I/N", help="run every N-th configuration from the I-th")
+    p.add_argument("--budget-min", type=float, default=None, metavar="M",
+                   help="start no configuration that would end after M minutes (rerun to resume)")
     p.add_argument("--dry-run", action="store_true", help="list the configurations and exit")
+    argv = list(sys.argv[1:] if argv is None else argv)
     a = p.parse_args(argv)
+    if a.workers < 1:
+        print(f"error: --workers must be >= 1, got {a.workers}", file=sys.stderr)
+        return 2
+    if a.budget_min is not None and not a.budget_min > 0:
+        print(f"error: --budget-min must be > 0, got {a.budget_min}", file=sys.stderr)
+        return 2
+    try:
+        shard = parse_shard(a.shard) if a.shard else (0, 1)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     unknown = [d for d in a.datasets or () if d not in DATASETS]
     if unknown:
         print(f"error: unknown data set(s) {unknown}; the grid knows {list(DATASETS)}", file=sys.stderr)
@@ -182,15 +247,32 @@ def main(argv=None) -> int:
     have = set(_available({s.dataset for s in specs}))
     skipped = sorted({s.dataset for s in specs} - have)
     specs = [s for s in specs if s.dataset in have]
-    for name in skipped:
-        print(f"not run: {name} — data not available here (point LOOPED_SSM_UEA_DIR at the UEA archive)")
-    print(f"{len(specs)} configurations x seeds -> {out}")
+    if a.workers > 1 and not a.dry_run:
+        for name in skipped:
+            print(f"not run: {name} — data not available here (point LOOPED_SSM_UEA_DIR at the UEA archive)")
+        print(f"{len(specs)} configurations x seeds -> {out}, in {a.workers} workers", flush=True)
+        return _spawn_workers(_strip(_strip(argv, "--workers"), "--shard"), a.workers)
+    if shard != (0, 1):
+        specs = specs[shard[0]::shard[1]]
+    else:
+        for name in skipped:
+            print(f"not run: {name} — data not available here (point LOOPED_SSM_UEA_DIR at the UEA archive)")
+    where = f" (shard {shard[0]}/{shard[1]})" if shard != (0, 1) else ""
+    print(f"{len(specs)} configurations x seeds -> {out}{where}", flush=True)
     if a.dry_run:
         for s in specs:
             print("  " + s.command(out))
         return 0
     t0 = time.perf_counter()
+    slowest = 0.0
     for i, spec in enumerate(specs, 1):
+        elapsed = time.perf_counter() - t0
+        if a.budget_min is not None and elapsed + 1.2 * slowest > 60 * a.budget_min:
+            left = len(R.missing([s.key_fields(x) for s in specs[i - 1:] for x in s.seeds], out))
+            print(f"budget of {a.budget_min:g} min reached{where} after {elapsed:.0f}s: {left} runs left; "
+                  "rerun the same command to resume", flush=True)
+            return 0
+        t_start = time.perf_counter()
         save = a.save_params
         if save is None and a.grid == "widget":
             save = "data/params"
@@ -200,8 +282,10 @@ def main(argv=None) -> int:
         except (ValueError, FileNotFoundError) as e:
             print(f"error in {spec.command(out)}: {e}", file=sys.stderr)
             return 2
+        if recs:
+            slowest = max(slowest, time.perf_counter() - t_start)
         status = "skipped (recorded)" if not recs else " ".join(f"{r['test_acc'] * 100:.1f}" for r in recs)
-        print(f"[{i}/{len(specs)} {time.perf_counter() - t0:.0f}s] {spec.dataset} {spec.ssm} "
+        print(f"[{i}/{len(specs)}{where} {time.perf_counter() - t0:.0f}s] {spec.dataset} {spec.ssm} "
               f"{spec.blocks}x{spec.loops} {spec.reshape}/{spec.chunk} lr={spec.train_config().lr:g}: {status}",
               flush=True)
     return 0

@@ -979,3 +979,42 @@ def published_numbers(datasets=DEFAULT_DATASETS) -> pd.DataFrame:
                          "note": _NOTES.get((model, ds), note)})
     return pd.DataFrame(rows, columns=["model", "dataset", "mean", "std", "n_seeds", "source",
                                        "evidence", "note"])
+
+
+# --------------------------------------------------------------------------------------------
+# command line: merge records made elsewhere (a GPU machine's $OUT) into the committed files
+# --------------------------------------------------------------------------------------------
+def merge(sources, into, *, on_duplicate: str = "skip") -> tuple[int, int]:
+    """Append every record of ``sources`` (paths or globs) to ``into``; returns ``(read, written)``.
+    All sources are read and validated before anything is written; a record whose key is already
+    in ``into`` is kept as it is (``on_duplicate="skip"``) unless ``"replace"`` is asked for."""
+    sources = [sources] if isinstance(sources, (str, Path)) else list(sources)
+    empty = [str(s) for s in sources if not _paths(s)]
+    if empty:
+        raise FileNotFoundError(f"no record file matches {empty}")
+    recs = iter_records(sources)
+    return len(recs), append_records(into, recs, on_duplicate=on_duplicate)
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m lib.results",
+                                description="Merge run records (JSONL) into a records file.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    m = sub.add_parser("merge", help="append the records of SRC files to INTO (validated first)")
+    m.add_argument("sources", nargs="+", metavar="SRC")
+    m.add_argument("--into", required=True)
+    m.add_argument("--replace", action="store_true", help="replace records already in INTO")
+    a = p.parse_args(argv)
+    try:
+        n_read, n_written = merge(a.sources, a.into, on_duplicate="replace" if a.replace else "skip")
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{n_read} records read, {n_written} written to {a.into}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

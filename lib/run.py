@@ -110,7 +110,9 @@ class RunSpec:
 
 
 def git_commit() -> tuple[str, bool]:
-    """``(sha, dirty)`` of the repository, ``("unknown", False)`` outside a git checkout."""
+    """``(sha, dirty)`` of the repository. Outside a git checkout (a copy of the tree sent to a GPU
+    machine, say) it is ``$LOOPED_SSM_COMMIT`` (with ``dirty`` = ``$LOOPED_SSM_DIRTY == "1"``) when
+    set, else ``("unknown", False)``."""
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
                              check=True).stdout.strip()
@@ -118,7 +120,9 @@ def git_commit() -> tuple[str, bool]:
                                     capture_output=True, text=True, check=True).stdout.strip())
         return sha, dirty
     except (OSError, subprocess.CalledProcessError):
-        return "unknown", False
+        import os
+
+        return os.environ.get("LOOPED_SSM_COMMIT") or "unknown", os.environ.get("LOOPED_SSM_DIRTY") == "1"
 
 
 def versions() -> dict:

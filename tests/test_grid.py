@@ -1,0 +1,117 @@
+"""The grid command line: slices (--shard), parallel workers, a time budget, resuming, merging."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lib import grid as G
+from lib import results as R
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _have(name):
+    from lib.data import available_datasets
+
+    return name in available_datasets()
+
+
+def _cli(*args, timeout=900):
+    env = dict(os.environ, LOOPED_SSM_QUIET="1")
+    return subprocess.run([sys.executable, "-m", "lib.grid", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def _listed(stdout):
+    return [line.strip() for line in stdout.splitlines() if line.startswith("  python -m lib.run")]
+
+
+@pytest.mark.skipif(not _have("UWaveGestureLibrary"), reason="UWaveGestureLibrary not in the shared data")
+def test_shards_partition_the_grid(tmp_path):
+    out = str(tmp_path / "g.jsonl")
+    base = ["--grid", "main", "--profile", "full", "--datasets", "UWaveGestureLibrary", "--out", out, "--dry-run"]
+    whole = _listed(_cli(*base).stdout)
+    assert len(whole) == len(G.main_grid("full", ["UWaveGestureLibrary"]))
+    parts = [_listed(_cli(*base, "--shard", f"{i}/3").stdout) for i in range(3)]
+    assert sorted(sum(parts, [])) == sorted(whole)  # every configuration exactly once
+    assert all(abs(len(p) - len(whole) / 3) < 1 for p in parts)  # balanced
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--shard", "3/3"], "0 <= I < N"),
+    (["--shard", "a/b"], "I/N"),
+    (["--workers", "0"], "--workers must be >= 1"),
+    (["--budget-min", "0"], "--budget-min must be > 0"),
+    (["--datasets", "NoSuchSet"], "unknown data set"),
+])
+def test_bad_grid_arguments_give_one_clear_error(tmp_path, args, message):
+    out = tmp_path / "g.jsonl"
+    r = _cli("--profile", "smoke", "--out", str(out), *args, timeout=120)
+    assert r.returncode == 2
+    assert message in r.stderr and r.stderr.count("error") == 1
+    assert not out.exists()
+
+
+def test_strip_removes_a_flag_and_its_value():
+    argv = ["--grid", "main", "--workers", "4", "--shard=1/2", "--out", "x"]
+    assert G._strip(G._strip(argv, "--workers"), "--shard") == ["--grid", "main", "--out", "x"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _have("UWaveGestureLibrary"), reason="UWaveGestureLibrary not in the shared data")
+def test_workers_with_a_budget_stop_early_then_resume_without_duplicates(tmp_path):
+    out = tmp_path / "g.jsonl"
+    base = ["--grid", "main", "--profile", "smoke", "--ssms", "s5", "--out", str(out), "--workers", "2"]
+    n_configs = len(G.main_grid("smoke", None, ["s5"]))
+    assert n_configs == 4
+    first = _cli(*base, "--budget-min", "0.001")  # each worker runs one configuration, then stops
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert first.stdout.count("budget of 0.001 min reached") == 2
+    df = R.read_records(out)
+    assert len(df) == 2 * 2  # two configurations x two seeds
+    assert df["command"].str.startswith("python -m lib.grid --grid main --profile smoke").all()
+    second = _cli(*base)
+    assert second.returncode == 0, second.stderr[-2000:]
+    df = R.read_records(out)
+    assert len(df) == n_configs * 2
+    assert not df.duplicated(list(R.KEY_FIELDS)).any()
+    assert second.stdout.count("skipped (recorded)") == 2  # each shard keeps its slice, and resumes it
+
+
+def test_merge_keeps_existing_records_and_adds_new_ones(tmp_path):
+    rec = json.loads(next(line for line in (REPO / "data/results/baseline.jsonl").read_text().splitlines()))
+    a, b, into = tmp_path / "a.jsonl", tmp_path / "b.jsonl", tmp_path / "into.jsonl"
+    R.append_records(a, [rec])
+    R.append_records(into, [dict(rec, test_acc=0.5)])
+    R.append_records(b, [dict(rec, seed=1), dict(rec, seed=2)])
+    assert R.main(["merge", str(a), str(b), "--into", str(into)]) == 0
+    df = R.read_records(into)
+    assert sorted(df["seed"]) == sorted([rec["seed"], 1, 2])
+    assert df.loc[df["seed"] == rec["seed"], "test_acc"].item() == 0.5  # kept, not replaced
+    assert R.main(["merge", str(a), "--into", str(into), "--replace"]) == 0
+    assert R.read_records(into).loc[lambda d: d["seed"] == rec["seed"], "test_acc"].item() == rec["test_acc"]
+
+
+def test_merge_of_a_missing_or_bad_file_writes_nothing(tmp_path, capsys):
+    into = tmp_path / "into.jsonl"
+    assert R.main(["merge", str(tmp_path / "nope.jsonl"), "--into", str(into)]) == 2
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"dataset": "X"}\n')
+    assert R.main(["merge", str(bad), "--into", str(into)]) == 2
+    assert not into.exists()
+    err = capsys.readouterr().err
+    assert "no record file matches" in err and "bad.jsonl" in err
+
+
+def test_records_made_outside_git_take_the_commit_from_the_environment(monkeypatch, tmp_path):
+    from lib import run as Run
+
+    monkeypatch.setattr(Run, "REPO", tmp_path)  # not a git checkout
+    monkeypatch.delenv("LOOPED_SSM_COMMIT", raising=False)
+    assert Run.git_commit() == ("unknown", False)
+    monkeypatch.setenv("LOOPED_SSM_COMMIT", "abc123")
+    monkeypatch.setenv("LOOPED_SSM_DIRTY", "1")
+    assert Run.git_commit() == ("abc123", True)
