@@ -163,7 +163,9 @@ def grid_command(grid: str = "main", profile: str = "full", out: str | None = No
 
 
 def default_out(grid: str, profile: str) -> str:
-    return f"data/results/{grid}-{profile}.jsonl"
+    """``data/results/<grid>-<profile>.jsonl``; ``$LOOPED_SSM_RESULTS_DIR`` replaces the folder (a GPU
+    machine writes into the folder that comes back, and the records still name the plain command)."""
+    return f"{os.environ.get('LOOPED_SSM_RESULTS_DIR') or 'data/results'}/{grid}-{profile}.jsonl"
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -210,7 +212,8 @@ def main(argv=None) -> int:
     p.add_argument("--profile", default="smoke", choices=("smoke", "full"))
     p.add_argument("--datasets", nargs="*", default=None)
     p.add_argument("--ssms", nargs="*", default=None)
-    p.add_argument("--out", default=None, help="default: data/results/<grid>-<profile>.jsonl")
+    p.add_argument("--out", default=None,
+                   help="default: data/results/<grid>-<profile>.jsonl ($LOOPED_SSM_RESULTS_DIR replaces data/results)")
     p.add_argument("--save-params", default=None, metavar="DIR",
                    help="save every seed's trained model state (the widget grid saves seed 0 of looped s5)")
     p.add_argument("--workers", type=int, default=1,

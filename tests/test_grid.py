@@ -115,3 +115,11 @@ def test_records_made_outside_git_take_the_commit_from_the_environment(monkeypat
     monkeypatch.setenv("LOOPED_SSM_COMMIT", "abc123")
     monkeypatch.setenv("LOOPED_SSM_DIRTY", "1")
     assert Run.git_commit() == ("abc123", True)
+
+
+def test_results_folder_from_the_environment(monkeypatch, tmp_path):
+    monkeypatch.delenv("LOOPED_SSM_RESULTS_DIR", raising=False)
+    assert G.default_out("main", "full") == "data/results/main-full.jsonl"
+    monkeypatch.setenv("LOOPED_SSM_RESULTS_DIR", str(tmp_path))
+    assert G.default_out("widget", "full") == f"{tmp_path}/widget-full.jsonl"
+    assert G.grid_command("main", "full") == "python -m lib.grid --grid main --profile full"
