@@ -67,7 +67,7 @@ import pandas as pd
 __all__ = [
     "FIELDS", "KEY_FIELDS", "VERSION_KEYS", "RESHAPES", "ORDERS", "PROTOCOLS", "PROFILES",
     "BASELINE_SSMS", "PAPER_SSMS", "DEFAULT_DATASETS", "MAIN_TAG", "DEFAULT_WHERE", "RULES",
-    "C1_MIN_DIFF", "C3_MIN_GAIN", "C4_SLACK", "CI_LEVEL", "N_BOOT",
+    "C1_MIN_DIFF", "C3_MIN_GAIN", "C4_SLACK", "CI_LEVEL", "N_BOOT", "MIN_DATASETS_FOR_CI",
     "record_key", "validate_record", "normalize_record", "provenance",
     "append_records", "read_records", "iter_records", "done_keys", "missing",
     "select", "summarize", "best_by_validation", "paired_differences", "per_dataset_comparison",
@@ -709,6 +709,9 @@ C3_MIN_GAIN = 1.0
 C4_SLACK = 1.0
 CI_LEVEL = 0.95
 N_BOOT = 10_000
+#: ``unit="auto"`` resamples data sets from this many on; below it (a bootstrap over one or two
+#: data sets says nothing) it resamples seeds within each data set
+MIN_DATASETS_FOR_CI = 3
 
 RULES = {
     "C1": ("looped ≈/≥ standard: the mean over data sets of (looped − standard) test accuracy "
@@ -723,7 +726,9 @@ RULES = {
            f"gain, reshape-only gain on the standard model) − {C4_SLACK:g} point, over the data "
            "sets where all three comparisons exist."),
     "_common": ("Differences are paired by seed (same split, same data set, SSM, sizes, lr, tag). "
-                f"Intervals: percentile bootstrap over data sets, {N_BOOT} resamples, seed 0. "
+                f"Intervals: percentile bootstrap over data sets, {N_BOOT} resamples, seed 0; with "
+                f"fewer than {MIN_DATASETS_FOR_CI} data sets, over seeds within each data set instead "
+                "(column 'ci_over'). A verdict on some of the data sets only is marked partial. "
                 "'not yet run' when no paired records exist; the 'command' column says how to make "
                 "them."),
 }
@@ -747,19 +752,21 @@ def _command(command, **spec) -> str:
 
 
 def _aggregate(pairs, *, unit, n_boot, seed, level):
-    """(n_datasets, min seeds per data set, mean over data sets, ci_low, ci_high)."""
+    """(n_datasets, min seeds per data set, mean over data sets, ci_low, ci_high, unit used)."""
     if pairs.empty:
-        return 0, 0, math.nan, math.nan, math.nan
+        return 0, 0, math.nan, math.nan, math.nan, ""
     per = pairs.groupby("dataset", sort=True)["diff"]
     means = per.mean()
+    if unit == "auto":
+        unit = "dataset" if len(means) >= MIN_DATASETS_FOR_CI else "seed"
     if unit == "dataset":
         lo, hi = bootstrap_ci(means.to_numpy(), n=n_boot, seed=seed, level=level)
     elif unit == "seed":
         lo, hi = stratified_bootstrap_ci([g.to_numpy() for _, g in per], n=n_boot, seed=seed,
                                          level=level)
     else:
-        raise ValueError(f"unit must be 'dataset' or 'seed', got {unit!r}")
-    return len(means), int(per.size().min()), float(means.mean()), lo, hi
+        raise ValueError(f"unit must be 'auto', 'dataset' or 'seed', got {unit!r}")
+    return len(means), int(per.size().min()), float(means.mean()), lo, hi, unit
 
 
 def _claim_pairs(d, claim, *, model=None, looped=(1, 6), standard=(6, 1), metric="test_acc"):
@@ -799,7 +806,7 @@ def claim_pairs(df: pd.DataFrame, claim: str, ssm: str, *, model=None, looped=(1
 
 def verdicts(df: pd.DataFrame, *, ssms=PAPER_SSMS, datasets=DEFAULT_DATASETS, looped=((1, 6),),
              standard=(6, 1), where: Mapping | None = None, command=None,
-             metric: str = "test_acc", unit: str = "dataset", n_boot: int = N_BOOT,
+             metric: str = "test_acc", unit: str = "auto", n_boot: int = N_BOOT,
              seed: int = 0, level: float = CI_LEVEL) -> pd.DataFrame:
     """The claims' verdicts per SSM, as a tidy DataFrame (rules: ``RULES``; thresholds:
     ``C1_MIN_DIFF``, ``C3_MIN_GAIN``, ``C4_SLACK``).
@@ -814,7 +821,10 @@ def verdicts(df: pd.DataFrame, *, ssms=PAPER_SSMS, datasets=DEFAULT_DATASETS, lo
 
     Per data set, a difference is the mean over paired seeds; ``mean_diff`` is the mean over data
     sets and ``ci_low``/``ci_high`` its percentile bootstrap interval over data sets (``unit=
-    "seed"``: resample seeds within data sets instead). ``where`` filters the records first
+    "seed"``: resample seeds within data sets instead; ``"auto"``, the default: over data sets when
+    there are at least ``MIN_DATASETS_FOR_CI``, else over seeds; column ``ci_over`` says which).
+    ``coverage`` is "i of n data sets"; a verdict with data sets missing is still computed, from the
+    ones run, and ``claim_verdicts`` marks it partial. ``where`` filters the records first
     (default ``DEFAULT_WHERE``: tag "main", paper protocol, full profile; pass ``{}`` for none).
     Data sets of ``datasets`` without pairs are listed in ``missing``; when nothing is paired the verdict is
     "not yet run". ``datasets``: the data sets the verdict is about (records of others are ignored);
@@ -838,8 +848,8 @@ def verdicts(df: pd.DataFrame, *, ssms=PAPER_SSMS, datasets=DEFAULT_DATASETS, lo
     rows = []
 
     def row(claim, ssm, comparison, pairs, rule_ok, threshold, models, reshapes):
-        n_ds, n_seeds, mean, lo, hi = _aggregate(pairs, unit=unit, n_boot=n_boot, seed=seed,
-                                                 level=level)
+        n_ds, n_seeds, mean, lo, hi, used = _aggregate(pairs, unit=unit, n_boot=n_boot, seed=seed,
+                                                       level=level)
         have = set(pairs["dataset"]) if not pairs.empty else set()
         miss = [x for x in datasets if x not in have]
         if n_ds == 0:
@@ -851,6 +861,8 @@ def verdicts(df: pd.DataFrame, *, ssms=PAPER_SSMS, datasets=DEFAULT_DATASETS, lo
         rows.append({"claim": claim, "ssm": ssm, "comparison": comparison, "n_datasets": n_ds,
                      "n_seeds": n_seeds, "mean_diff": mean, "ci_low": lo, "ci_high": hi,
                      "threshold": threshold, "verdict": verdict, "missing": ",".join(miss),
+                     "coverage": f"{n_ds} of {len(datasets)} data sets",
+                     "ci_over": {"dataset": "data sets", "seed": "seeds within data sets"}.get(used, ""),
                      "command": cmd})
         return mean, pairs
 
@@ -883,7 +895,7 @@ def verdicts(df: pd.DataFrame, *, ssms=PAPER_SSMS, datasets=DEFAULT_DATASETS, lo
             lambda m, lo, hi: (not math.isnan(thr)) and m >= thr, thr,
             [(k, l), (sk, sl)], ["none", "concat", "rechunk"])
     cols = ["claim", "ssm", "comparison", "n_datasets", "n_seeds", "mean_diff", "ci_low", "ci_high",
-            "threshold", "verdict", "missing", "command"]
+            "threshold", "verdict", "missing", "coverage", "ci_over", "command"]
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -910,6 +922,11 @@ def claim_verdicts(records, **kwargs) -> pd.DataFrame:
             verdict = "does not hold"
         else:
             verdict = f"partly holds ({n_hold} of {len(run)})"
+        if not run.empty:  # say what the verdict rests on when some of it is not run yet
+            gaps = [f"{run['ssm'].nunique()} of {rows['ssm'].nunique()} SSMs"] if len(run) < len(rows) else []
+            gaps += sorted({f"{r['ssm']} on {r['coverage']}" for _, r in run.iterrows() if r["missing"]})
+            if gaps:
+                verdict += f" (partial: {'; '.join(gaps)})"
         parts = []
         for _, r in rows.iterrows():
             if r["verdict"] == "not yet run":
@@ -917,7 +934,8 @@ def claim_verdicts(records, **kwargs) -> pd.DataFrame:
             else:
                 parts.append(f"{r['ssm']} ({r['comparison']}): {r['mean_diff']:+.2f} "
                              f"[{r['ci_low']:+.2f}, {r['ci_high']:+.2f}] pts, "
-                             f"{r['n_datasets']} data sets × {r['n_seeds']} seeds, {r['verdict']}")
+                             f"{r['n_datasets']} data sets × {r['n_seeds']} seeds "
+                             f"(interval over {r['ci_over']}), {r['verdict']}")
         cmds = sorted({c for c in rows["command"] if c})
         out.append({"claim": claim, "verdict": verdict, "evidence": "; ".join(parts),
                     "command": " && ".join(cmds), "n_ssms_run": int(run["ssm"].nunique())})

@@ -383,7 +383,7 @@ def test_verdicts_hold_fail_and_missing():
     r = verdict_of(v, "C1", "s5")
     assert r["verdict"] == "holds" and r["n_datasets"] == 4 and r["n_seeds"] == 3
     assert r["mean_diff"] == pytest.approx(0.5, abs=1e-6)
-    assert r["ci_low"] <= r["mean_diff"] <= r["ci_high"] and r["command"] == ""
+    assert r["ci_low"] <= r["mean_diff"] <= r["ci_high"] and r["command"] == "" and r["ci_over"] == "data sets"
     c3 = verdict_of(v, "C3", "s5", "6x1")
     assert c3["verdict"] == "holds" and c3["mean_diff"] == pytest.approx(3.0, abs=1e-6)  # chunk 4 chosen
     assert verdict_of(v, "C3", "s5", "1x6")["verdict"] == "holds"
@@ -430,7 +430,10 @@ def test_verdicts_partial_data_lists_missing_and_default_filters():
     df = grid("s5", 0.7, 0.0, 0.03, datasets=("D1", "D2"))
     v = R.verdicts(df, ssms=("s5",), datasets=DATASETS)
     r = verdict_of(v, "C1", "s5")
-    assert r["n_datasets"] == 2 and r["missing"] == "D3,D4"
+    assert r["n_datasets"] == 2 and r["missing"] == "D3,D4" and r["coverage"] == "2 of 4 data sets"
+    assert r["ci_over"] == "seeds within data sets"  # two data sets: the interval resamples seeds
+    assert verdict_of(R.verdicts(df, ssms=("s5",), datasets=DATASETS, unit="dataset"), "C1", "s5")["ci_over"] \
+        == "data sets"
     assert r["command"] == "python -m lib.grid --grid main --profile full --ssms s5 --datasets D3 D4"
     # datasets=None: every data set in the records; a data set outside `datasets` is ignored
     assert verdict_of(R.verdicts(df, ssms=("s5",), datasets=None), "C1", "s5")["missing"] == ""
@@ -457,10 +460,14 @@ def test_claim_verdicts_one_row_per_claim(tmp_path):
     cv = R.claim_verdicts([path], datasets=DATASETS)
     assert list(cv["claim"]) == ["C1", "C3", "C4"]
     row = cv.set_index("claim").loc["C1"]
-    assert row["verdict"] == "partly holds (1 of 2)" and row["n_ssms_run"] == 2
+    assert row["verdict"] == "partly holds (1 of 2) (partial: 2 of 4 SSMs)" and row["n_ssms_run"] == 2
     assert "s5 (looped 1x6 − standard 6x1 (no reshaping)): +0.50" in row["evidence"]
     assert "linoss-im: not yet run" in row["evidence"] and "--ssms linoss-im" in row["command"]
-    assert cv.set_index("claim").loc["C3", "verdict"] == "holds"
+    assert cv.set_index("claim").loc["C3", "verdict"] == "holds (partial: 2 of 4 SSMs)"
+    full = R.claim_verdicts([path], datasets=DATASETS, ssms=("s5", "lru"))
+    assert full.set_index("claim").loc["C3", "verdict"] == "holds"  # everything asked for was run
+    some = R.claim_verdicts([path], datasets=(*DATASETS, "D5"), ssms=("s5",))
+    assert some.set_index("claim").loc["C1", "verdict"] == "holds (partial: s5 on 4 of 5 data sets)"
     empty = R.claim_verdicts(str(tmp_path / "none-*.jsonl"))
     assert (empty["verdict"] == "not yet run").all()
 
