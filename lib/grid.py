@@ -144,6 +144,77 @@ def widget_grid(profile: str = "full", datasets=None, ssms=None) -> list[RunSpec
 
 GRIDS = {"main": main_grid, "lr": lr_grid, "widget": widget_grid}
 
+NOT_RUN = "not yet run"
+
+
+def _cell(d: "pd.DataFrame", n_seeds: int) -> dict:
+    """mean ± std (points) of the records ``d`` of one configuration, and how many seeds they cover."""
+    if d.empty:
+        return {"text": NOT_RUN, "mean": float("nan"), "std": float("nan"), "n": 0}
+    pts = 100.0 * d["test_acc"].astype(float)
+    n = int(d["seed"].nunique())
+    text = f"{pts.mean():.2f} ± {pts.std(ddof=0):.2f}" + (f" ({n} of {n_seeds} seeds)" if n < n_seeds else "")
+    return {"text": text, "mean": float(pts.mean()), "std": float(pts.std(ddof=0)), "n": n}
+
+
+def main_table(records, profile: str = "full", datasets=None, ssms=None) -> "pd.DataFrame":
+    """The main table, read from run records: one row per data set × SSM × model (blocks × loops)
+    of ``main_grid(profile)``, and one MiniRocket row per data set.
+
+    ``none``: test accuracy (mean ± std over seeds, points) without reshaping; ``reshaped``: with
+    the data set's reshaping at the chunk chosen by mean validation accuracy among the candidates
+    that have records (``chunk``; ``chunks_run`` says how many of the candidates that is). A cell
+    without records reads "not yet run", and ``command`` is the grid command that makes the row's
+    missing records (it resumes). ``device`` lists where the row's records were made. Numeric
+    columns ``none_mean``, ``none_std``, ``reshaped_mean``, ``reshaped_std`` are for charts."""
+    import pandas as pd
+
+    specs = main_grid(profile, datasets, ssms)
+    n_seeds = len(specs[0].seeds) if specs else 0
+    df = records if isinstance(records, pd.DataFrame) else R.read_records(records)
+    if not df.empty:
+        df = R.select(df, {"tag": "main", "profile": profile, "protocol": "paper"})
+    rows = []
+    for name in dict.fromkeys(s.dataset for s in specs):
+        d_ds = df[df["dataset"] == name] if not df.empty else df
+        base = d_ds[d_ds["ssm"] == "minirocket"] if not d_ds.empty else d_ds
+        cell = _cell(base, n_seeds)
+        rows.append({"dataset": name, "ssm": "minirocket", "model": "—", "none": cell["text"],
+                     "reshaped": "—", "chunk": None, "chunks_run": "—", "none_mean": cell["mean"],
+                     "none_std": cell["std"], "reshaped_mean": float("nan"), "reshaped_std": float("nan"),
+                     "device": ",".join(sorted(set(base["device"]))) if cell["n"] else "",
+                     "command": "" if cell["n"] >= n_seeds else
+                     f"python -m lib.baseline --dataset {name} --seeds {n_seeds} --out data/results/baseline.jsonl"})
+        for ssm in dict.fromkeys(s.ssm for s in specs if s.dataset == name):
+            mine = [s for s in specs if s.dataset == name and s.ssm == ssm]
+            for blocks, loops in dict.fromkeys((s.blocks, s.loops) for s in mine):
+                d = d_ds[(d_ds["ssm"] == ssm) & (d_ds["blocks"] == blocks) & (d_ds["loops"] == loops)
+                         & (d_ds["hidden"] == mine[0].hidden)] if not d_ds.empty else d_ds
+                none = _cell(d[d["reshape"] == "none"] if not d.empty else d, n_seeds)
+                candidates = [s.chunk for s in mine if (s.blocks, s.loops) == (blocks, loops) and s.reshape != "none"]
+                resh = d[d["reshape"] != "none"] if not d.empty else d
+                chunk = None
+                if not resh.empty:
+                    best = R.best_by_validation(resh, over=("reshape", "chunk", "order"))
+                    chunk = int(best["chunk"].iloc[0])
+                    rcell = _cell(best, n_seeds)
+                else:
+                    rcell = _cell(resh, n_seeds)
+                n_chunks = int(resh["chunk"].nunique()) if not resh.empty else 0
+                complete = (none["n"] >= n_seeds and not resh.empty
+                            and all((resh[resh["chunk"] == c]["seed"].nunique() >= n_seeds) for c in candidates))
+                rows.append({"dataset": name, "ssm": ssm, "model": f"{blocks}×{loops}",
+                             "none": none["text"], "reshaped": rcell["text"], "chunk": chunk,
+                             "chunks_run": f"{n_chunks} of {len(candidates)}",
+                             "none_mean": none["mean"], "none_std": none["std"],
+                             "reshaped_mean": rcell["mean"], "reshaped_std": rcell["std"],
+                             "device": ",".join(sorted(set(d["device"]))) if not d.empty else "",
+                             "command": "" if complete else
+                             f"{grid_command('main', profile)} --datasets {name} --ssms {ssm}"})
+    cols = ["dataset", "ssm", "model", "none", "reshaped", "chunk", "chunks_run", "device", "command",
+            "none_mean", "none_std", "reshaped_mean", "reshaped_std"]
+    return pd.DataFrame(rows, columns=cols)
+
 
 def _seeds(n):
     from lib.data import PAPER_SEEDS

@@ -653,6 +653,7 @@ def per_dataset_comparison(pairs: pd.DataFrame, *, ddof: int = 0) -> pd.DataFram
     cols = keys + ["n_seeds", "a_mean", "a_std", "b_mean", "b_std", "diff_mean", "diff_std"]
     if pairs.empty:
         return pd.DataFrame(columns=cols)
+    pairs = pairs.astype({c: float for c in ("a", "b", "diff")})  # concatenated empty frames are object
     g = pairs.groupby(keys, sort=True)
     out = pd.DataFrame({
         "n_seeds": g.size(),

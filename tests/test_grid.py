@@ -123,3 +123,43 @@ def test_results_folder_from_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("LOOPED_SSM_RESULTS_DIR", str(tmp_path))
     assert G.default_out("widget", "full") == f"{tmp_path}/widget-full.jsonl"
     assert G.grid_command("main", "full") == "python -m lib.grid --grid main --profile full"
+
+
+def _record(template, **kw):
+    rec = dict(template, ssm="s5", blocks=6, loops=1, depth=6, hidden=64, state=64, lr=1e-3, device="cpu",
+               batch_size=32, max_steps=30000, eval_every=1000, patience=10, best_step=1000, steps=11000,
+               params_blocks=1000)
+    rec.update(kw)
+    return rec
+
+
+def test_main_table_reads_cells_from_records_and_marks_the_rest_not_yet_run(tmp_path):
+    template = json.loads((REPO / "data/results/baseline.jsonl").read_text().splitlines()[0])
+    seeds = G._seeds(5)
+    recs = [_record(template, dataset="NATOPS", seed=s, test_acc=0.80 + 0.01 * i, val_acc=0.8)
+            for i, s in enumerate(seeds)]
+    recs += [_record(template, dataset="NATOPS", blocks=1, loops=6, seed=s, test_acc=0.9, val_acc=0.8)
+             for s in seeds[:3]]
+    recs += [_record(template, dataset="NATOPS", reshape="rechunk", chunk=8, seed=s, test_acc=0.95, val_acc=0.9)
+             for s in seeds]
+    recs += [_record(template, dataset="NATOPS", reshape="rechunk", chunk=72, seed=s, test_acc=0.99, val_acc=0.5)
+             for s in seeds]  # better on test, worse on validation: not chosen
+    recs += [dict(template, dataset="NATOPS", seed=s, test_acc=0.5) for s in seeds]  # MiniRocket
+    path = tmp_path / "r.jsonl"
+    R.append_records(path, recs)
+    t = G.main_table([path], datasets=["NATOPS"]).set_index(["ssm", "model"])
+    assert len(t) == 1 + 4 + 4 + 2 + 2  # MiniRocket, lru and s5 (4 models), linoss-im and lrcssm (2)
+    s5 = t.loc[("s5", "6×1")]
+    assert s5["none"] == "82.00 ± 1.41" and s5["none_mean"] == pytest.approx(82.0)
+    assert s5["reshaped"] == "95.00 ± 0.00" and s5["chunk"] == 8 and s5["chunks_run"] == "2 of 4"
+    assert s5["command"] == "python -m lib.grid --grid main --profile full --datasets NATOPS --ssms s5"
+    assert t.loc[("s5", "1×6"), "none"] == "90.00 ± 0.00 (3 of 5 seeds)"
+    assert t.loc[("s5", "1×6"), "reshaped"] == G.NOT_RUN
+    assert (t.loc["lru", "none"] == G.NOT_RUN).all() and (t.loc["lru", "command"] != "").all()
+    mr = t.loc[("minirocket", "—")]
+    assert mr["none"] == "50.00 ± 0.00" and mr["command"] == "" and mr["device"] == "cpu"
+    # smoke-profile records are never read as full-profile cells
+    smoke = tmp_path / "smoke.jsonl"
+    R.append_records(smoke, [dict(r, profile="smoke", test_acc=0.1) for r in recs])
+    t2 = G.main_table([path, smoke], datasets=["NATOPS"]).set_index(["ssm", "model"])
+    assert t2.loc[("s5", "6×1"), "none"] == "82.00 ± 1.41"
