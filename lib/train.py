@@ -14,8 +14,10 @@ every available device with ``jax.sharding`` (one GPU, eight GPUs, or CPU device
 ``XLA_FLAGS=--xla_force_host_platform_device_count=N``); the seed axis is padded to a multiple of
 the device count with copies of the last seed, whose results are dropped. A chunk of
 ``eval_every`` steps is one compiled ``lax.scan``; evaluation and early-stopping bookkeeping happen
-per seed on the host between chunks. A seed that has stopped keeps stepping with the others (its
-record is frozen), so every seed's result equals the one it gets when trained alone.
+per seed on the host between chunks. Under ``vmap`` a seed that has stopped keeps stepping with the
+others (its record is frozen); under ``lax.map`` (below) the stopped seeds are dropped from the
+program (it is recompiled for the seeds left), so they cost nothing more. Either way every seed's
+result equals the one it gets when trained alone.
 
 On a single CPU device the seed axis is a ``lax.map`` (a loop inside the one program) rather than
 a ``vmap``: XLA's CPU backend runs the vmapped (batched) matrix products of five small models
@@ -225,13 +227,13 @@ class MultiSeedTrainer:
         return lambda *args: jax.lax.map(lambda a: fn(*a), args)
 
     def _compiled_chunk(self, args):
-        n = args[-1].shape[1]
-        if n not in self._chunk_fns:
+        key = args[-1].shape[:2]  # (seeds in the program, steps)
+        if key not in self._chunk_fns:
             fn = jax.jit(self._over_seeds(self._chunk), donate_argnums=(0, 1))
             t0 = time.perf_counter()
-            self._chunk_fns[n] = fn.lower(*args).compile()
+            self._chunk_fns[key] = fn.lower(*args).compile()
             self.compile_s += time.perf_counter() - t0
-        return self._chunk_fns[n]
+        return self._chunk_fns[key]
 
     def _predict(self, state, X):
         model = nnx.merge(self.gd_eval, state)
@@ -245,11 +247,12 @@ class MultiSeedTrainer:
     def _accuracy(self, state, X, Y):
         return jnp.mean(self._predict(state, X) == Y)
 
-    def accuracy(self, X, Y):
-        """Accuracy of every seed's current state on stacked data ``(S, N, T, C)``."""
+    def accuracy(self, X, Y, n: int | None = None):
+        """Accuracy of every seed's current state on stacked data ``(S, N, T, C)`` (the first ``n``
+        seeds of the program; default: the configuration's seeds, without padding)."""
         if self._eval_fn is None:
             self._eval_fn = jax.jit(self._over_seeds(self._accuracy))
-        return np.asarray(self._eval_fn(self.state, X, Y))[: len(self.seeds)]
+        return np.asarray(self._eval_fn(self.state, X, Y))[: len(self.seeds) if n is None else n]
 
     # -- the loop ------------------------------------------------------------------------------
     def fit(self, splits, *, progress: bool | None = None, keep_state: bool = True):
@@ -274,6 +277,11 @@ class MultiSeedTrainer:
             raise ValueError(f"batch_size {cfg.batch_size} is larger than the training part ({n_train} cases)")
 
         S = len(self.seeds)
+        # the seeds whose states are in the program: all of them, and under lax.map only those
+        # still training (a stopped seed's best state is kept in best_state)
+        live = np.arange(len(self.padded_seeds))
+        compact = self.seed_axis == "map" and self.n_pad == 0
+        self.seed_steps = 0
         rngs = [np.random.default_rng(s) for s in self.padded_seeds]
         carries = [[] for _ in self.padded_seeds]
         best_val = np.full(S, -1.0)
@@ -294,16 +302,24 @@ class MultiSeedTrainer:
         t_start = time.perf_counter()
         step = 0
         while step < cfg.max_steps and (stopped_at < 0).any():
+            if compact and (stopped_at[live] >= 0).any():  # drop the seeds that have stopped
+                keep = np.flatnonzero(stopped_at[live] < 0)
+                take = jnp.asarray(keep)
+                self.state, self.opt_state = jax.tree.map(lambda x: x[take], (self.state, self.opt_state))
+                data = {part: (X[take], Y[take]) for part, (X, Y) in data.items()}
+                live = live[keep]
             n = min(cfg.eval_every, cfg.max_steps - step)
-            idx = np.stack([_batch_indices(r, n_train, cfg.batch_size, n, c) for r, c in zip(rngs, carries)])
+            idx = np.stack([_batch_indices(rngs[s], n_train, cfg.batch_size, n, carries[s]) for s in live])
             args = (self.state, self.opt_state, *data["train"], self._shard(jnp.asarray(idx)))
             fn = self._compiled_chunk(args)
-            self.state, self.opt_state, loss = fn(*args)
+            self.state, self.opt_state, loss_live = fn(*args)
             step += n
-            val = self.accuracy(*data["val"])
-            test = self.accuracy(*data["test"])
-            train = self.accuracy(*data["train"])
-            loss = np.asarray(loss)[:S]
+            self.seed_steps += n * len(live)
+            val, test, train, loss = (np.zeros(len(self.padded_seeds)) for _ in range(4))
+            val[live] = self.accuracy(*data["val"], n=len(live))
+            test[live] = self.accuracy(*data["test"], n=len(live))
+            train[live] = self.accuracy(*data["train"], n=len(live))
+            loss[live] = np.asarray(loss_live)
             improved = np.zeros(len(self.padded_seeds), bool)
             for s in range(S):
                 if stopped_at[s] >= 0:
@@ -319,10 +335,17 @@ class MultiSeedTrainer:
                 if bad_evals[s] > cfg.patience:
                     stopped_at[s] = step
             if keep_state and improved.any():
-                mask = self._shard(jnp.asarray(improved))
-                best_state = jax.tree.map(
-                    lambda new, old: jnp.where(mask.reshape((-1,) + (1,) * (new.ndim - 1)), new, old),
-                    self.state, best_state)
+                if len(live) == len(self.padded_seeds):
+                    mask = self._shard(jnp.asarray(improved))
+                    best_state = jax.tree.map(
+                        lambda new, old: jnp.where(mask.reshape((-1,) + (1,) * (new.ndim - 1)), new, old),
+                        self.state, best_state)
+                else:  # only the live seeds are in self.state
+                    at, mask = jnp.asarray(live), jnp.asarray(improved[live])
+                    best_state = jax.tree.map(
+                        lambda new, old: old.at[at].set(
+                            jnp.where(mask.reshape((-1,) + (1,) * (new.ndim - 1)), new, old[at])),
+                        self.state, best_state)
             if bar is not None:
                 bar.update(n)
                 bar.set_postfix(val=" ".join(f"{v:.2f}" for v in best_val), stopped=int((stopped_at >= 0).sum()))

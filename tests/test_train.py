@@ -199,3 +199,19 @@ def test_killed_grid_resumes_without_duplicates(tmp_path):
     assert sorted(df.loops.tolist()) == [1, 2, 3]  # resumed: loops 1 not retrained, no duplicates
     assert df.wall_s[df.loops == 1].iloc[0] == first.wall_s.iloc[0]
     assert time.time() - t0 < 900
+
+
+def test_map_axis_drops_stopped_seeds_and_keeps_each_seeds_result():
+    """Under lax.map a seed that stopped leaves the program; the others' runs are unchanged."""
+    cfg = TrainConfig(lr=3e-3, batch_size=16, max_steps=160, eval_every=20, patience=1)
+    seeds = [3, 21, 22]
+    multi, trainer = train_seeds(KW, [synthetic_split(s) for s in seeds], cfg, seeds, progress=False,
+                                 seed_axis="map")
+    assert len({r.steps for r in multi}) > 1, "the seeds should stop at different steps for this check"
+    assert trainer.seed_steps == sum(r.steps for r in multi)  # nothing computed after a seed stopped
+    for s, m in zip(seeds, multi):
+        (one,), _ = train_seeds(KW, [synthetic_split(s)], cfg, [s], progress=False, seed_axis="map")
+        assert (m.val_acc, m.test_acc, m.best_step, m.steps) == (one.val_acc, one.test_acc, one.best_step, one.steps)
+        assert [h["loss"] for h in m.history] == pytest.approx([h["loss"] for h in one.history], abs=1e-5)
+        fm, fo = _flat(m.state), _flat(one.state)
+        assert max(float(np.max(np.abs(fm[k] - fo[k]))) for k in fm if fm[k].dtype.kind == "f") <= 1e-5
