@@ -341,13 +341,16 @@ def saved_models(folder, blocks=(1, 2)) -> list[Path]:
     return out
 
 
-def pick_saved(paths, blocks=(1, 2)) -> dict:
+def pick_saved(paths, blocks=(1, 2), ssm: str | None = None) -> dict:
     """One saved model per k in ``blocks``: ``{k: path}``. Prefers the first (sorted) group of files
     that share data set, SSM, reshaping, chunk, hidden size and seed and has every k, so that the
-    models compare like with like; otherwise the first file of each k. Missing k are left out."""
+    models compare like with like; otherwise the first file of each k. Missing k are left out.
+    ``ssm``: models of this SSM come first."""
+    metas = {Path(p): json.loads(Path(p).with_suffix(".json").read_text()) for p in paths}
+    order = sorted(metas, key=lambda p: (ssm is not None and metas[p]["model"].get("ssm") != ssm, p))
     groups, first = {}, {}
-    for path in sorted(Path(p) for p in paths):
-        meta = json.loads(path.with_suffix(".json").read_text())
+    for path in order:
+        meta = metas[path]
         mk, rec = meta["model"], meta["record"]
         k = mk.get("blocks")
         if k not in tuple(blocks):

@@ -165,3 +165,26 @@ def test_load_trained_roundtrip(tmp_path):
     np.testing.assert_allclose(loaded(split.X_test), m(split.X_test), atol=1e-6)
     np.testing.assert_array_equal(split.X_test, s.X_test)
     assert "time channel False" in meta["data_note"]
+
+
+def test_pick_saved_prefers_matching_groups_and_the_asked_ssm(tmp_path):
+    import json as _json
+
+    from lib import looping as LP
+
+    def save(name, ssm, blocks, dataset="D", seed=1):
+        (tmp_path / f"{name}.npz").write_bytes(b"")
+        (tmp_path / f"{name}.json").write_text(_json.dumps(
+            {"model": {"ssm": ssm, "blocks": blocks, "loops": 6 // blocks, "hidden": 64},
+             "record": {"dataset": dataset, "reshape": "none", "chunk": 1, "seed": seed}}))
+        return tmp_path / f"{name}.npz"
+
+    a_lru = save("a_lru_k1", "lru", 1)
+    b_s5 = save("b_s5_k1", "s5", 1)
+    assert LP.saved_models(tmp_path) == [a_lru, b_s5]
+    assert LP.pick_saved([a_lru, b_s5]) == {1: a_lru}            # sorted order without a preference
+    assert LP.pick_saved([a_lru, b_s5], ssm="s5") == {1: b_s5}   # the asked SSM first
+    c_s5 = save("c_s5_k2", "s5", 2)
+    d_lru = save("d_lru_k2", "lru", 2, dataset="E")
+    # a like-with-like pair (same data set, SSM, seed) wins over the first file of each k
+    assert LP.pick_saved([a_lru, b_s5, c_s5, d_lru]) == {1: b_s5, 2: c_s5}
