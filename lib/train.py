@@ -104,7 +104,8 @@ def train_config(ssm: str, profile: str = "full", **overrides) -> TrainConfig:
 
 
 def quiet() -> bool:
-    """True under papermill, CI or when asked (``LOOPED_SSM_QUIET=1``): no progress bars."""
+    """True under papermill, CI or when asked (``LOOPED_SSM_QUIET=1``): no progress bars
+    (``LOOPED_SSM_LOG=1`` then prints one line per evaluation to stderr instead)."""
     return bool(os.environ.get("LOOPED_SSM_QUIET") or os.environ.get("CI") or os.environ.get("BOOK_BUILD")
                 or "papermill" in sys.modules or not sys.stderr.isatty())
 
@@ -294,6 +295,7 @@ class MultiSeedTrainer:
         best_state = jax.tree.map(jnp.copy, self.state) if keep_state else None
         self.compile_s = 0.0
         show = (not quiet()) if progress is None else progress
+        log = not show and os.environ.get("LOOPED_SSM_LOG", "") not in ("", "0")
         bar = None
         if show:
             from tqdm.auto import tqdm
@@ -349,6 +351,10 @@ class MultiSeedTrainer:
             if bar is not None:
                 bar.update(n)
                 bar.set_postfix(val=" ".join(f"{v:.2f}" for v in best_val), stopped=int((stopped_at >= 0).sum()))
+            elif log:  # one line per evaluation, for runs in the background
+                print(f"{self.model_kwargs.get('ssm')} step {step}: best val "
+                      + " ".join(f"{v:.3f}" for v in best_val) + f"; stopped {int((stopped_at >= 0).sum())}/{S}; "
+                      f"{time.perf_counter() - t_start:.0f}s", file=sys.stderr, flush=True)
         if bar is not None:
             bar.close()
         self.wall_s = time.perf_counter() - t_start  # includes compile_s

@@ -215,3 +215,10 @@ def test_map_axis_drops_stopped_seeds_and_keeps_each_seeds_result():
         assert [h["loss"] for h in m.history] == pytest.approx([h["loss"] for h in one.history], abs=1e-5)
         fm, fo = _flat(m.state), _flat(one.state)
         assert max(float(np.max(np.abs(fm[k] - fo[k]))) for k in fm if fm[k].dtype.kind == "f") <= 1e-5
+
+
+def test_background_log_prints_one_line_per_evaluation(monkeypatch, capsys):
+    monkeypatch.setenv("LOOPED_SSM_LOG", "1")
+    (r,), _ = train_seeds(KW, [synthetic_split(1)], CFG, [1], progress=False)
+    lines = [line for line in capsys.readouterr().err.splitlines() if " step " in line]
+    assert len(lines) == len(r.history) and lines[-1].startswith(f"lru step {r.history[-1]['step']}: best val")
