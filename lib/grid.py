@@ -252,12 +252,10 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 def _spawn_workers(argv: list, n: int) -> int:
     """Run ``n`` shards of the same command as subprocesses; the worst exit status wins."""
-    base = [a for a in argv]
     procs = []
     for i in range(n):
-        env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false",
-                   XLA_PYTHON_CLIENT_MEM_FRACTION=f"{0.9 / n:.3f}", LOOPED_SSM_WORKER=f"{i}/{n}")
-        procs.append(subprocess.Popen([sys.executable, "-m", "lib.grid", *base, "--shard", f"{i}/{n}",
+        env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false", XLA_PYTHON_CLIENT_MEM_FRACTION=f"{0.9 / n:.3f}")
+        procs.append(subprocess.Popen([sys.executable, "-m", "lib.grid", *argv, "--shard", f"{i}/{n}",
                                        "--workers", "1"], env=env))
     codes = [p.wait() for p in procs]
     print(f"workers finished with exit status {codes}", flush=True)
