@@ -170,3 +170,57 @@ def test_bad_input_shape_and_loops():
         m(jnp.zeros((2, 40, 4)))
     with pytest.raises(ValueError, match="loops must be an integer >= 1"):
         m(_x(), loops=0)
+
+
+def _settle_statistics(model, x, passes=400):
+    """Many training-mode passes on one batch: the running statistics approach that batch's."""
+    from flax import nnx
+
+    model.train()
+
+    @nnx.jit
+    def update(m, x):
+        m(x)
+
+    for _ in range(passes):
+        update(model, x)
+    model.eval()
+
+
+@pytest.mark.parametrize("ssm", ["s5", "lru"])
+def test_batch_norm_statistics_per_application(ssm):
+    """A looped block sees a different distribution at every application. With statistics per
+    application (the default) each application's running mean settles on the mean of its own input;
+    one shared set (``batch-shared``) can only settle on a mixture of them."""
+    x = _x(seed=5) * 3.0
+    gaps = {}
+    for norm in ("batch", "batch-shared"):
+        m = _model(ssm, 1, 4, dropout=0.0, norm=norm)
+        _settle_statistics(m, x)
+        m.train()
+        h0 = m.encoder(x)
+        inputs = [h0, *m.iterates(x)[:-1]]  # what application c normalises (training mode)
+        m.eval()
+        norms = m.blocks[0].norm
+        assert len(norms) == (4 if norm == "batch" else 1)
+        gaps[norm] = max(float(jnp.max(jnp.abs(norms[min(c, len(norms) - 1)].mean[...] - inp.mean(axis=(0, 1)))))
+                         for c, inp in enumerate(inputs))
+        spread = max(float(jnp.max(jnp.abs(a.mean(axis=(0, 1)) - inputs[0].mean(axis=(0, 1))))) for a in inputs)
+    assert spread > 0.05  # the applications really see different distributions
+    assert gaps["batch"] < 0.1 * spread < gaps["batch-shared"], (gaps, spread)
+    # untie keeps each application's statistics: the same logits in evaluation mode
+    m = _model(ssm, 2, 3, norm="batch")
+    _settle_statistics(m, x, passes=20)
+    s = lib.untie(m)
+    s.eval()
+    np.testing.assert_allclose(m(x), s(x), atol=1e-5)
+    np.testing.assert_allclose(m.iterates(x), s.iterates(x), atol=1e-5)
+    assert lib.count_params(_model(ssm, 1, 4, norm="batch")) == lib.count_params(_model(ssm, 1, 4, norm="batch-shared"))
+
+
+def test_test_time_depth_beyond_training_uses_the_last_cycles_statistics():
+    m = _model("s5", 1, 3)
+    _settle_statistics(m, _x(seed=2), passes=5)
+    x = _x()
+    np.testing.assert_allclose(m.iterates(x, loops=5)[:3], m.iterates(x), atol=1e-6)
+    assert len(m.blocks[0].norm) == 3
