@@ -51,12 +51,6 @@ def time_call(fn, *args, repeats: int = 3) -> dict:
     return {"first": first, "median": float(statistics.median(times)), "best": float(min(times))}
 
 
-def _time(fn, *args, repeats: int = 3):
-    """(compile+first call seconds, median seconds of ``repeats`` later calls)."""
-    t = time_call(fn, *args, repeats=repeats)
-    return t["first"], t["median"]
-
-
 def _meta(kind: str, **extra) -> dict:
     from lib.run import git_commit, versions
     from lib.train import device_name
@@ -87,13 +81,12 @@ def bench_scan(lengths=(256, 1024, 4096), batch: int = 8, hidden: int = 64, stat
 
                 fwd = jax.jit(forward)
                 bwd = jax.jit(jax.value_and_grad(loss))
-                c_f, t_f = _time(fwd, params, u, repeats=repeats)
-                c_b, t_b = _time(bwd, params, u, repeats=repeats)
+                f, b = time_call(fwd, params, u, repeats=repeats), time_call(bwd, params, u, repeats=repeats)
                 rows.append(dict(ssm=name, T=T, mode=mode, batch=batch, hidden=hidden, state=state,
-                                 forward_s=t_f, forward_backward_s=t_b, first_call_forward_s=c_f,
-                                 first_call_forward_backward_s=c_b))
-                print(f"{name:12s} T={T:5d} {mode:10s} fwd {t_f * 1e3:9.2f} ms  fwd+bwd {t_b * 1e3:9.2f} ms",
-                      flush=True)
+                                 forward_s=f["median"], forward_backward_s=b["median"],
+                                 first_call_forward_s=f["first"], first_call_forward_backward_s=b["first"]))
+                print(f"{name:12s} T={T:5d} {mode:10s} fwd {f['median'] * 1e3:9.2f} ms  "
+                      f"fwd+bwd {b['median'] * 1e3:9.2f} ms", flush=True)
     return {**_meta("scan", batch=batch, hidden=hidden, state=state, repeats=repeats), "rows": rows}
 
 

@@ -615,6 +615,12 @@ def _default_on(a: Mapping, b: Mapping) -> list:
     return [f for f in KEY_FIELDS if f not in drop]
 
 
+def _no_pairs(cols) -> pd.DataFrame:
+    """An empty pairs frame whose points columns are float, so that concatenating it with real
+    pairs keeps them numeric."""
+    return pd.DataFrame(columns=cols).astype({c: float for c in ("a", "b", "diff")})
+
+
 def paired_differences(df: pd.DataFrame, a: Mapping, b: Mapping, *, on=None,
                        metric: str = "test_acc") -> pd.DataFrame:
     """Per-seed differences ``a − b`` of ``metric`` in percentage points.
@@ -630,7 +636,7 @@ def paired_differences(df: pd.DataFrame, a: Mapping, b: Mapping, *, on=None,
     free = [f for f in KEY_FIELDS if f not in on]
     cols = on + [f"{f}_{s}" for f in free for s in ("a", "b")] + ["a", "b", "diff"]
     if A.empty or B.empty:
-        return pd.DataFrame(columns=cols)
+        return _no_pairs(cols)
     for side, name in ((A, "a"), (B, "b")):
         dup = side.duplicated(subset=on, keep=False)
         if dup.any():
@@ -653,7 +659,6 @@ def per_dataset_comparison(pairs: pd.DataFrame, *, ddof: int = 0) -> pd.DataFram
     cols = keys + ["n_seeds", "a_mean", "a_std", "b_mean", "b_std", "diff_mean", "diff_std"]
     if pairs.empty:
         return pd.DataFrame(columns=cols)
-    pairs = pairs.astype({c: float for c in ("a", "b", "diff")})  # concatenated empty frames are object
     g = pairs.groupby(keys, sort=True)
     out = pd.DataFrame({
         "n_seeds": g.size(),
@@ -784,7 +789,7 @@ def _claim_pairs(d, claim, *, model=None, looped=(1, 6), standard=(6, 1), metric
     else:
         raise ValueError(f"claim must be 'C1', 'C3' or 'C4', got {claim!r}")
     if d.empty:
-        return pd.DataFrame(columns=["dataset", "seed", "a", "b", "diff"])
+        return _no_pairs(["dataset", "seed", "a", "b", "diff"])
     A = select(d, a)
     if choose:
         A = best_by_validation(A, over=("reshape", "chunk", "order"))

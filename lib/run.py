@@ -14,6 +14,7 @@ import argparse
 import dataclasses
 import datetime as _dt
 import json
+import os
 import platform
 import shlex
 import subprocess
@@ -120,8 +121,6 @@ def git_commit() -> tuple[str, bool]:
                                     capture_output=True, text=True, check=True).stdout.strip())
         return sha, dirty
     except (OSError, subprocess.CalledProcessError):
-        import os
-
         return os.environ.get("LOOPED_SSM_COMMIT") or "unknown", os.environ.get("LOOPED_SSM_DIRTY") == "1"
 
 

@@ -160,7 +160,7 @@ class MultiSeedTrainer:
         self.devices = list(devices) if devices is not None else jax.devices()
         if seed_axis not in ("auto", "vmap", "map"):
             raise ValueError(f"seed_axis must be 'auto', 'vmap' or 'map', got {seed_axis!r}")
-        if seed_axis == "auto":  # see SEED_AXIS_NOTE
+        if seed_axis == "auto":  # see the module docstring
             seed_axis = "map" if len(self.devices) == 1 and self.devices[0].platform == "cpu" else "vmap"
         self.seed_axis = seed_axis
         n_dev = len(self.devices)

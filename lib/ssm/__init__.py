@@ -18,6 +18,7 @@ import numpy as np
 
 from lib.scan import check_mode
 
+
 def check_sizes(**sizes) -> list[int]:
     """Each keyword a positive integer (ValueError naming the first that is not); returns them as ints."""
     for name, value in sizes.items():
