@@ -22,7 +22,7 @@ for n in $names; do
   [ -f "$src/$n.npz" ] && cp -u "$src/$n.npz" .data/uea/
   [ -f "$src/$n.splits.json" ] && cp -u "$src/$n.splits.json" .data/uea/
 done
-dirty=0; git diff --quiet HEAD -- lib || dirty=1
+dirty=0; [ -z "$(git status --porcelain --untracked-files=no)" ] || dirty=1  # as lib.run.git_commit
 sha=$(git rev-parse HEAD)
 out=$grid-full.jsonl
 params=""
