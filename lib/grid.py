@@ -19,8 +19,8 @@ Running it in slices (a GPU lent for a limited time, several processes on one ac
 ``--shard I/N`` runs every N-th configuration starting at the I-th (0-based), ``--workers N``
 starts N such shards as subprocesses that share the output file (writes are locked, see
 ``lib.results``) and the accelerator (each gets ``XLA_PYTHON_CLIENT_MEM_FRACTION`` = 0.9 / N, no
-preallocation), and ``--budget-min M`` starts no configuration that would, at the pace of the
-slowest one so far, end after M minutes; rerunning the same command resumes.
+preallocation), and ``--budget-min M`` stops after M minutes: the configuration in progress is
+checkpointed at its last evaluation (``lib.run``), and rerunning the same command goes on from there.
 """
 from __future__ import annotations
 
@@ -32,7 +32,8 @@ import sys
 import time
 
 from lib import results as R
-from lib.run import RunSpec, run
+from lib.run import RunSpec, run, strip_flag
+from lib.train import Interrupted
 
 
 @dataclasses.dataclass(frozen=True)
@@ -262,19 +263,6 @@ def _spawn_workers(argv: list, n: int) -> int:
     return max(codes)
 
 
-def _strip(argv: list, flag: str) -> list:
-    """``argv`` without ``flag`` and its value (``--flag V`` or ``--flag=V``)."""
-    out, skip = [], False
-    for a in argv:
-        if skip:
-            skip = False
-        elif a == flag:
-            skip = True
-        elif not a.startswith(flag + "="):
-            out.append(a)
-    return out
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m lib.grid", description=__doc__.split("\n\n")[0])
     p.add_argument("--grid", default="main", choices=tuple(GRIDS))
@@ -289,7 +277,8 @@ def main(argv=None) -> int:
                    help="run N shards as parallel subprocesses sharing the output file (and the GPU)")
     p.add_argument("--shard", default=None, metavar="I/N", help="run every N-th configuration from the I-th")
     p.add_argument("--budget-min", type=float, default=None, metavar="M",
-                   help="start no configuration that would end after M minutes (rerun to resume)")
+                   help="stop after M minutes: the configuration in progress is checkpointed at its last "
+                        "evaluation (rerun the same command to go on)")
     p.add_argument("--dry-run", action="store_true", help="list the configurations and exit")
     argv = list(sys.argv[1:] if argv is None else argv)
     a = p.parse_args(argv)
@@ -323,7 +312,7 @@ def main(argv=None) -> int:
         for name in skipped:
             print(f"not run: {name} — data not available here (point LOOPED_SSM_UEA_DIR at the UEA archive)")
         print(f"{len(specs)} configurations x seeds -> {out}, in {a.workers} workers", flush=True)
-        return _spawn_workers(_strip(_strip(argv, "--workers"), "--shard"), a.workers)
+        return _spawn_workers(strip_flag(strip_flag(argv, "--workers"), "--shard"), a.workers)
     if shard != (0, 1):
         specs = specs[shard[0]::shard[1]]
     else:
@@ -336,26 +325,29 @@ def main(argv=None) -> int:
             print("  " + s.command(out))
         return 0
     t0 = time.perf_counter()
-    slowest = 0.0
+    deadline = None if a.budget_min is None else time.time() + 60 * a.budget_min
+
+    def budget_reached(i: int, what: str = "") -> int:
+        left = len(R.missing([s.key_fields(x) for s in specs[i - 1:] for x in s.seeds], out))
+        print(f"budget of {a.budget_min:g} min reached{where} after {time.perf_counter() - t0:.0f}s: {what}"
+              f"{left} runs left; rerun the same command to go on", flush=True)
+        return 0
+
     for i, spec in enumerate(specs, 1):
-        elapsed = time.perf_counter() - t0
-        if a.budget_min is not None and elapsed + 1.2 * slowest > 60 * a.budget_min:
-            left = len(R.missing([s.key_fields(x) for s in specs[i - 1:] for x in s.seeds], out))
-            print(f"budget of {a.budget_min:g} min reached{where} after {elapsed:.0f}s: {left} runs left; "
-                  "rerun the same command to resume", flush=True)
-            return 0
-        t_start = time.perf_counter()
+        if deadline is not None and time.time() >= deadline:
+            return budget_reached(i)
         save = a.save_params
         if save is None and a.grid == "widget":
             save = "data/params"
         try:
             recs = run(spec, out, save_params=save if (spec.blocks == 1 and save) else None,
-                       command=grid_command(a.grid, a.profile, a.out))
+                       command=grid_command(a.grid, a.profile, a.out), deadline=deadline)
         except (ValueError, FileNotFoundError) as e:
             print(f"error in {spec.command(out)}: {e}", file=sys.stderr)
             return 2
-        if recs:
-            slowest = max(slowest, time.perf_counter() - t_start)
+        except Interrupted as e:
+            return budget_reached(i, f"{spec.dataset} {spec.ssm} {spec.blocks}x{spec.loops} "
+                                     f"{spec.reshape}/{spec.chunk} {e}; ")
         status = "skipped (recorded)" if not recs else " ".join(f"{r['test_acc'] * 100:.1f}" for r in recs)
         print(f"[{i}/{len(specs)}{where} {time.perf_counter() - t0:.0f}s] {spec.dataset} {spec.ssm} "
               f"{spec.blocks}x{spec.loops} {spec.reshape}/{spec.chunk} lr={spec.train_config().lr:g}: {status}",

@@ -5,7 +5,10 @@
 
 Defaults are the ``full`` profile's settings (``lib.train.PROFILES``), so a bare run gives a real
 result; ``--profile smoke`` gives a quick one. Seeds already recorded in ``--out`` are skipped, so
-an interrupted run resumes. ``--save-params DIR`` stores every seed's best-validation model state
+an interrupted run resumes. Within a configuration, progress is checkpointed after every evaluation
+(``.ckpt/`` or ``$LOOPED_SSM_CKPT_DIR``; removed once the records are written), so a killed run or
+one stopped by ``--stop-after-min M`` goes on from its last evaluation when the same command is run
+again (the record's ``segments`` say which commit and device ran which steps). ``--save-params DIR`` stores every seed's best-validation model state
 (``DIR/<run key>.npz`` + ``.json``) for the book's analyses of trained looped models.
 """
 from __future__ import annotations
@@ -19,6 +22,7 @@ import platform
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -146,10 +150,29 @@ def load_splits(spec: RunSpec, data_folder=None):
     return ds, out
 
 
+def checkpoint_dir() -> Path:
+    """Where unfinished configurations keep their progress: ``$LOOPED_SSM_CKPT_DIR`` or ``.ckpt/``."""
+    return Path(os.environ.get("LOOPED_SSM_CKPT_DIR") or REPO / ".ckpt")
+
+
+def checkpoint_path(spec: RunSpec, folder: str | Path | None = None) -> Path:
+    """The checkpoint file of one configuration (its seeds included): readable name + spec hash."""
+    import hashlib
+
+    digest = hashlib.sha1(json.dumps(dataclasses.asdict(spec), sort_keys=True, default=str).encode()).hexdigest()
+    name = (f"{spec.dataset}_{spec.ssm}_b{spec.blocks}x{spec.loops}_{spec.reshape}{spec.chunk}_{spec.profile}"
+            f"_{digest[:12]}.npz")
+    return Path(folder if folder is not None else checkpoint_dir()) / name
+
+
 def run(spec: RunSpec, out: str | Path | None = None, *, data_folder=None, save_params: str | Path | None = None,
-        progress=None, command: str | None = None) -> list[dict]:
+        progress=None, command: str | None = None, checkpoint: str | Path | bool | None = True,
+        deadline: float | None = None) -> list[dict]:
     """Train ``spec`` on every seed not yet in ``out`` (all in one program) and append their records.
 
+    ``checkpoint``: True (default) keeps progress in ``checkpoint_path(spec)``, a path puts it
+    there, False/None keeps none. ``deadline`` (``time.time()``): stop at the last evaluation
+    before it and raise ``lib.train.Interrupted`` (the checkpoint holds the progress).
     Returns the new records (an empty list when every seed was already recorded)."""
     from lib import results as Rs
     from lib.train import default_mode, device_name, train_seeds
@@ -170,9 +193,12 @@ def run(spec: RunSpec, out: str | Path | None = None, *, data_folder=None, save_
     import jax
 
     model_kwargs["mode"] = default_mode(spec.ssm)
-    results, trainer = train_seeds(model_kwargs, splits, cfg, todo, progress=progress)
     sha, dirty = git_commit()
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    ckpt = (checkpoint_path(spec_todo) if checkpoint is True else Path(checkpoint) if checkpoint else None)
+    results, trainer = train_seeds(model_kwargs, splits, cfg, todo, progress=progress, checkpoint=ckpt,
+                                   deadline=deadline, note=dict(commit=sha, dirty=dirty, device=device_name(),
+                                                                started=now))
     cmd = command or spec.command(str(out) if out else None)
     records = []
     for r in results:
@@ -188,12 +214,14 @@ def run(spec: RunSpec, out: str | Path | None = None, *, data_folder=None, save_
                    created=now, seq_len=int(x0.shape[1]), in_features=int(x0.shape[2]),
                    n_train=int(x0.shape[0]), n_val=int(splits[0].X_val.shape[0]),
                    n_test=int(splits[0].X_test.shape[0]), data_source=";".join(map(str, ds.source)),
-                   pipeline=splits[0].pipeline)
+                   pipeline=splits[0].pipeline, segments=trainer.segments)
         records.append(rec)
         if save_params is not None and r.seed == spec.seeds[0]:  # seed 0 only: small files
             save_state(Path(save_params), rec, trainer, r.state, model_kwargs)
     if out is not None:
         Rs.append_records(out, records)
+    if ckpt is not None:
+        ckpt.unlink(missing_ok=True)
     return records
 
 
@@ -283,6 +311,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None, help="folder with NAME.npz or NAME_TRAIN.ts/NAME_TEST.ts")
     p.add_argument("--out", default="data/results/dev.jsonl")
     p.add_argument("--save-params", default=None, metavar="DIR")
+    p.add_argument("--stop-after-min", type=float, default=None, metavar="M",
+                   help="checkpoint and stop at the last evaluation before M minutes (run again to go on)")
+    p.add_argument("--no-checkpoint", action="store_true", help="keep no progress within the configuration")
     return p
 
 
@@ -321,17 +352,42 @@ def spec_from_args(a) -> RunSpec:
                    profile=a.profile, tag=a.tag, ssm_options=tuple(sorted(opts)))
 
 
+def strip_flag(argv: list, flag: str) -> list:
+    """``argv`` without ``flag`` and its value (``--flag V`` or ``--flag=V``)."""
+    out, skip = [], False
+    for x in argv:
+        if skip:
+            skip = False
+        elif x == flag:
+            skip = True
+        elif not x.startswith(flag + "="):
+            out.append(x)
+    return out
+
+
 def main(argv=None) -> int:
+    from lib.train import Interrupted
+
     a = parser().parse_args(argv)
     try:
         spec = spec_from_args(a)
         if spec.reshape == "none" and spec.chunk != 1:
             raise ValueError("--chunk needs --reshape concat or rechunk")
-        records = run(spec, a.out, data_folder=a.data_dir, save_params=a.save_params,
-                      command=shlex.join(["python", "-m", "lib.run", *(argv if argv is not None else sys.argv[1:])]))
+        if a.stop_after_min is not None and not a.stop_after_min > 0:
+            raise ValueError(f"--stop-after-min must be > 0, got {a.stop_after_min}")
+        if a.stop_after_min is not None and a.no_checkpoint:
+            raise ValueError("--stop-after-min needs a checkpoint; drop --no-checkpoint")
+        deadline = None if a.stop_after_min is None else time.time() + 60 * a.stop_after_min
+        cmd = list(argv if argv is not None else sys.argv[1:])  # how long one sitting was is not part of it
+        records = run(spec, a.out, data_folder=a.data_dir, save_params=a.save_params, deadline=deadline,
+                      checkpoint=not a.no_checkpoint,
+                      command=shlex.join(["python", "-m", "lib.run", *strip_flag(cmd, "--stop-after-min")]))
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Interrupted as e:
+        print(f"{e}; run the same command again to go on")
+        return 0
     if not records:
         print(f"all {len(spec.seeds)} seeds already recorded in {a.out}; nothing to do")
         return 0

@@ -25,15 +25,24 @@ markedly slower than five plain ones (``lib.bench train`` measured 0.61× the se
 throughput), while on accelerators and over several devices the vmapped program is the fast one.
 ``seed_axis="vmap"|"map"`` overrides the choice; both give the same numbers.
 
+Checkpoints. ``fit(..., checkpoint=PATH)`` writes, after every evaluation, everything the loop needs to
+go on (model, optimiser and best states, the batch generators' states, the per-seed bookkeeping) to
+one ``.npz`` (atomically); a later ``fit`` of the same configuration on the same data resumes from it
+and ends with the same numbers as an uninterrupted run. ``deadline=`` (a ``time.time()`` value) makes
+``fit`` checkpoint and raise ``Interrupted`` rather than start a chunk that would end after it, so a
+configuration longer than one sitting (a 10-minute GPU call, a CPU session) is done in pieces.
+
 Determinism: batch order comes from ``numpy.random.default_rng(seed)``, initialisation and dropout
 from ``nnx.Rngs(seed)``; the same configuration and seed give bit-identical results on CPU.
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import sys
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -132,6 +141,78 @@ def _stack(trees):
 
 def _select(tree, i):
     return jax.tree.map(lambda x: x[i], tree)
+
+
+class Interrupted(Exception):
+    """``fit`` stopped at its deadline; everything done so far is in ``path`` (run again to resume)."""
+
+    def __init__(self, path, step: int, max_steps: int):
+        super().__init__(f"stopped at step {step} of {max_steps} before the deadline; progress saved in {path}")
+        self.path, self.step, self.max_steps = Path(path), step, max_steps
+
+
+def _is_key(x) -> bool:
+    return jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _to_host(tree) -> list:
+    """A state's leaves as NumPy arrays (PRNG keys as their key data)."""
+    return [np.asarray(jax.random.key_data(x) if _is_key(x) else x) for x in jax.tree.leaves(tree)]
+
+
+def _from_host(arrays, template):
+    """The inverse of ``_to_host``, given a state of the same structure (its leading axis may differ)."""
+    leaves, treedef = jax.tree.flatten(template)
+    if len(arrays) != len(leaves):
+        raise ValueError(f"checkpoint has {len(arrays)} arrays where the model has {len(leaves)}")
+    out = []
+    for a, t in zip(arrays, leaves):
+        if _is_key(t):
+            out.append(jax.random.wrap_key_data(jnp.asarray(a), impl=jax.random.key_impl(t)))
+        else:
+            if a.shape[1:] != t.shape[1:] or a.dtype != t.dtype:
+                raise ValueError(f"checkpoint array {a.dtype}{a.shape} does not fit {t.dtype}{t.shape}")
+            out.append(jnp.asarray(a))
+    return jax.tree.unflatten(treedef, out)
+
+
+def _fingerprint(model_kwargs, cfg, seeds, seed_axis, n_devices, arrays) -> dict:
+    """What must match for a checkpoint to be resumed: model, optimisation, seeds, program, data."""
+    import hashlib
+
+    h = hashlib.sha1()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype}{a.shape}".encode())
+        h.update(a.tobytes())
+    return json.loads(json.dumps(dict(model=model_kwargs, cfg=dataclasses.asdict(cfg), seeds=list(seeds),
+                                      seed_axis=seed_axis, n_devices=n_devices, data=h.hexdigest()),
+                                 default=str))
+
+
+def save_checkpoint(path, meta: dict, **trees) -> None:
+    """Write ``meta`` (JSON) and the states ``trees`` to ``path`` (``.npz``), atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {"meta": np.frombuffer(json.dumps(meta).encode(), np.uint8)}
+    for name, tree in trees.items():
+        for i, a in enumerate(_to_host(tree)):
+            arrays[f"{name}/{i:05d}"] = a
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path) -> tuple[dict, dict]:
+    """``(meta, {name: [arrays]})`` of a checkpoint written by ``save_checkpoint``."""
+    with np.load(path) as z:
+        meta = json.loads(z["meta"].tobytes().decode())
+        trees = {}
+        for k in sorted(f for f in z.files if f != "meta"):
+            name = k.split("/", 1)[0]
+            trees.setdefault(name, []).append(z[k])
+    return meta, trees
 
 
 @dataclasses.dataclass
@@ -256,13 +337,22 @@ class MultiSeedTrainer:
         return np.asarray(self._eval_fn(self.state, X, Y))[: len(self.seeds) if n is None else n]
 
     # -- the loop ------------------------------------------------------------------------------
-    def fit(self, splits, *, progress: bool | None = None, keep_state: bool = True):
+    def fit(self, splits, *, progress: bool | None = None, keep_state: bool = True, checkpoint=None,
+            deadline: float | None = None, note: dict | None = None):
         """Train on ``splits`` (one per seed, each with ``X_train, y_train, X_val, y_val, X_test,
-        y_test``); returns one ``SeedResult`` per seed."""
+        y_test``); returns one ``SeedResult`` per seed.
+
+        ``checkpoint``: a ``.npz`` path written after every evaluation and resumed from when it holds
+        this configuration on these data (a checkpoint of anything else is ignored, with a notice,
+        and overwritten). ``deadline``: raise ``Interrupted`` (after checkpointing) rather than start
+        a chunk of steps expected to end after this ``time.time()``. ``note``: a JSON-able dict kept
+        per segment in ``self.segments`` (who ran which steps)."""
         if len(splits) != len(self.seeds):
             raise ValueError(f"got {len(splits)} splits for {len(self.seeds)} seeds")
+        if deadline is not None and checkpoint is None:
+            raise ValueError("a deadline needs a checkpoint to save the progress in")
         splits = list(splits) + [splits[-1]] * self.n_pad
-        data = {}
+        data, host = {}, []
         for part in ("train", "val", "test"):
             xs = [np.asarray(getattr(s, f"X_{part}"), np.float32) for s in splits]
             ys = [np.asarray(getattr(s, f"y_{part}"), np.int32) for s in splits]
@@ -271,7 +361,8 @@ class MultiSeedTrainer:
                                  f"{sorted({x.shape for x in xs})}")
             if not all(np.isfinite(x).all() for x in xs):
                 raise ValueError(f"the {part} inputs contain NaN or infinite values")
-            data[part] = (self._shard(jnp.asarray(np.stack(xs))), self._shard(jnp.asarray(np.stack(ys))))
+            host += [np.stack(xs), np.stack(ys)]
+            data[part] = (self._shard(jnp.asarray(host[-2])), self._shard(jnp.asarray(host[-1])))
         cfg = self.cfg
         n_train = data["train"][0].shape[1]
         if n_train < cfg.batch_size:
@@ -282,7 +373,6 @@ class MultiSeedTrainer:
         # still training (a stopped seed's best state is kept in best_state)
         live = np.arange(len(self.padded_seeds))
         compact = self.seed_axis == "map" and self.n_pad == 0
-        self.seed_steps = 0
         rngs = [np.random.default_rng(s) for s in self.padded_seeds]
         carries = [[] for _ in self.padded_seeds]
         best_val = np.full(S, -1.0)
@@ -293,17 +383,53 @@ class MultiSeedTrainer:
         stopped_at = np.full(S, -1)
         history = [[] for _ in range(S)]
         best_state = jax.tree.map(jnp.copy, self.state) if keep_state else None
-        self.compile_s = 0.0
+        step, self.seed_steps, self.compile_s, before_s = 0, 0, 0.0, 0.0
+        self.segments = [dict(step=0, **(note or {}))]
+        fingerprint = None
+        if checkpoint is not None:
+            checkpoint = Path(checkpoint)
+            fingerprint = _fingerprint(self.model_kwargs, cfg, self.padded_seeds, self.seed_axis,
+                                       len(self.devices), host)
+            fingerprint["keep_state"] = keep_state
+        del host
+        if checkpoint is not None and checkpoint.exists():
+            meta, trees = load_checkpoint(checkpoint)
+            if meta.get("fingerprint") != fingerprint:
+                print(f"note: {checkpoint} holds another configuration or other data; starting afresh",
+                      file=sys.stderr)
+            else:  # resume
+                live = np.asarray(meta["live"], int)
+                if len(live) < len(self.padded_seeds):
+                    take = jnp.asarray(live)
+                    data = {part: (X[take], Y[take]) for part, (X, Y) in data.items()}
+                sub = jax.tree.map(lambda x: x[: len(live)], (self.state, self.opt_state))
+                self.state = _from_host(trees["state"], sub[0])
+                self.opt_state = _from_host(trees["opt"], sub[1])
+                if len(live) == len(self.padded_seeds):
+                    self.state, self.opt_state = self._shard(self.state), self._shard(self.opt_state)
+                if keep_state:
+                    best_state = self._shard(_from_host(trees["best"], best_state))
+                for r, st in zip(rngs, meta["rng"]):
+                    r.bit_generator.state = st
+                carries = meta["carries"]
+                best_val, test_at_best, train_at_best = (np.asarray(meta[k], float) for k in
+                                                         ("best_val", "test_at_best", "train_at_best"))
+                best_step, bad_evals, stopped_at = (np.asarray(meta[k], int) for k in
+                                                    ("best_step", "bad_evals", "stopped_at"))
+                history, step, self.seed_steps = meta["history"], int(meta["step"]), int(meta["seed_steps"])
+                self.compile_s, before_s = float(meta["compile_s"]), float(meta["wall_s"])
+                self.segments = meta["segments"] + [dict(step=step, **(note or {}))]
         show = (not quiet()) if progress is None else progress
         log = not show and os.environ.get("LOOPED_SSM_LOG", "") not in ("", "0")
         bar = None
         if show:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=cfg.max_steps, desc=f"{self.model_kwargs.get('ssm')} x{S} seeds", leave=False)
+            bar = tqdm(total=cfg.max_steps, initial=step, desc=f"{self.model_kwargs.get('ssm')} x{S} seeds",
+                       leave=False)
         t_start = time.perf_counter()
-        step = 0
         while step < cfg.max_steps and (stopped_at < 0).any():
+            t_chunk = time.perf_counter()
             if compact and (stopped_at[live] >= 0).any():  # drop the seeds that have stopped
                 keep = np.flatnonzero(stopped_at[live] < 0)
                 take = jnp.asarray(keep)
@@ -354,10 +480,28 @@ class MultiSeedTrainer:
             elif log:  # one line per evaluation, for runs in the background
                 print(f"{self.model_kwargs.get('ssm')} step {step}: best val "
                       + " ".join(f"{v:.3f}" for v in best_val) + f"; stopped {int((stopped_at >= 0).sum())}/{S}; "
-                      f"{time.perf_counter() - t_start:.0f}s", file=sys.stderr, flush=True)
+                      f"{before_s + time.perf_counter() - t_start:.0f}s", file=sys.stderr, flush=True)
+            going_on = step < cfg.max_steps and (stopped_at < 0).any()
+            if checkpoint is not None and going_on:
+                meta = dict(fingerprint=fingerprint, step=step, live=live.tolist(),
+                            rng=[r.bit_generator.state for r in rngs], carries=[list(map(int, c)) for c in carries],
+                            best_val=best_val.tolist(), test_at_best=test_at_best.tolist(),
+                            train_at_best=train_at_best.tolist(), best_step=best_step.tolist(),
+                            bad_evals=bad_evals.tolist(), stopped_at=stopped_at.tolist(), history=history,
+                            seed_steps=self.seed_steps, compile_s=self.compile_s,
+                            wall_s=before_s + time.perf_counter() - t_start, segments=self.segments)
+                trees = dict(state=self.state, opt=self.opt_state)
+                if keep_state:
+                    trees["best"] = best_state
+                save_checkpoint(checkpoint, meta, **trees)
+                # the next chunk (without compiling) is expected to take as long as this one did
+                if deadline is not None and time.time() + (time.perf_counter() - t_chunk) > deadline:
+                    if bar is not None:
+                        bar.close()
+                    raise Interrupted(checkpoint, step, cfg.max_steps)
         if bar is not None:
             bar.close()
-        self.wall_s = time.perf_counter() - t_start  # includes compile_s
+        self.wall_s = before_s + time.perf_counter() - t_start  # includes compile_s
         stopped_at[stopped_at < 0] = step
         return [SeedResult(seed=self.seeds[s], val_acc=float(best_val[s]), test_acc=float(test_at_best[s]),
                            train_acc=float(train_at_best[s]), best_step=int(best_step[s]),
@@ -367,11 +511,13 @@ class MultiSeedTrainer:
 
 
 def train_seeds(model_kwargs: dict, splits, cfg: TrainConfig, seeds, *, devices=None, progress=None,
-                keep_state: bool = True, seed_axis: str = "auto"):
+                keep_state: bool = True, seed_axis: str = "auto", checkpoint=None, deadline=None, note=None):
     """Train ``build_model(seed=s, **model_kwargs)`` on ``splits[i]`` for every seed ``s = seeds[i]``
-    in one program; returns ``(results, trainer)``."""
+    in one program; returns ``(results, trainer)`` (``checkpoint``, ``deadline``, ``note``: see
+    ``MultiSeedTrainer.fit``)."""
     trainer = MultiSeedTrainer(model_kwargs, cfg, seeds, devices=devices, seed_axis=seed_axis)
-    return trainer.fit(splits, progress=progress, keep_state=keep_state), trainer
+    return trainer.fit(splits, progress=progress, keep_state=keep_state, checkpoint=checkpoint, deadline=deadline,
+                       note=note), trainer
 
 
 def device_name(devices=None) -> str:

@@ -56,29 +56,40 @@ def test_bad_grid_arguments_give_one_clear_error(tmp_path, args, message):
 
 
 def test_strip_removes_a_flag_and_its_value():
+    from lib.run import strip_flag
+
     argv = ["--grid", "main", "--workers", "4", "--shard=1/2", "--out", "x"]
-    assert G._strip(G._strip(argv, "--workers"), "--shard") == ["--grid", "main", "--out", "x"]
+    assert strip_flag(strip_flag(argv, "--workers"), "--shard") == ["--grid", "main", "--out", "x"]
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not _have("UWaveGestureLibrary"), reason="UWaveGestureLibrary not in the shared data")
-def test_workers_with_a_budget_stop_early_then_resume_without_duplicates(tmp_path):
+def test_workers_with_a_budget_stop_early_then_resume_without_duplicates(tmp_path, monkeypatch):
+    """Past the budget each worker checkpoints its configuration at its first evaluation and writes
+    no record; the same command then goes on from the checkpoints and completes the grid."""
+    ckpt = tmp_path / "ckpt"
+    monkeypatch.setenv("LOOPED_SSM_CKPT_DIR", str(ckpt))
     out = tmp_path / "g.jsonl"
     base = ["--grid", "main", "--profile", "smoke", "--ssms", "s5", "--out", str(out), "--workers", "2"]
     n_configs = len(G.main_grid("smoke", None, ["s5"]))
     assert n_configs == 4
-    first = _cli(*base, "--budget-min", "0.001")  # each worker runs one configuration, then stops
+    first = _cli(*base, "--budget-min", "0.001")
     assert first.returncode == 0, first.stderr[-2000:]
     assert first.stdout.count("budget of 0.001 min reached") == 2
-    df = R.read_records(out)
-    assert len(df) == 2 * 2  # two configurations x two seeds
-    assert df["command"].str.startswith("python -m lib.grid --grid main --profile smoke").all()
+    assert first.stdout.count("rerun the same command to go on") == 2
+    assert not out.exists()  # nothing partial in the records
+    assert len(list(ckpt.glob("*.npz"))) == 2  # one configuration in progress per worker
     second = _cli(*base)
     assert second.returncode == 0, second.stderr[-2000:]
     df = R.read_records(out)
     assert len(df) == n_configs * 2
     assert not df.duplicated(list(R.KEY_FIELDS)).any()
-    assert second.stdout.count("skipped (recorded)") == 2  # each shard keeps its slice, and resumes it
+    assert df["command"].str.startswith("python -m lib.grid --grid main --profile smoke").all()
+    eval_every = df["eval_every"].iloc[0]
+    resumed = df[df["segments"].map(len) == 2]
+    assert len(resumed) == 2 * 2  # the two checkpointed configurations x two seeds went on from step 50
+    assert all([s["step"] for s in segs] == [0, eval_every] for segs in resumed["segments"])
+    assert not list(ckpt.glob("*.npz"))
 
 
 def test_merge_keeps_existing_records_and_adds_new_ones(tmp_path):

@@ -222,3 +222,122 @@ def test_background_log_prints_one_line_per_evaluation(monkeypatch, capsys):
     (r,), _ = train_seeds(KW, [synthetic_split(1)], CFG, [1], progress=False)
     lines = [line for line in capsys.readouterr().err.splitlines() if " step " in line]
     assert len(lines) == len(r.history) and lines[-1].startswith(f"lru step {r.history[-1]['step']}: best val")
+
+
+# -- checkpoints inside a configuration ---------------------------------------------------------
+CK_CFG = TrainConfig(lr=3e-3, batch_size=16, max_steps=160, eval_every=20, patience=1)
+CK_SEEDS = [3, 21, 22]
+
+
+class _Killed(Exception):
+    pass
+
+
+def _same_runs(a, b, ta, tb):
+    for ra, rb in zip(a, b):
+        assert (ra.val_acc, ra.test_acc, ra.train_acc, ra.best_step, ra.steps) == \
+               (rb.val_acc, rb.test_acc, rb.train_acc, rb.best_step, rb.steps)
+        assert ra.history == rb.history
+        fa, fb = _flat(ra.state), _flat(rb.state)
+        assert fa.keys() == fb.keys() and all(np.array_equal(fa[k], fb[k]) for k in fa)
+    assert ta.seed_steps == tb.seed_steps
+
+
+@pytest.mark.parametrize("axis", ["map", "vmap"])
+def test_a_killed_fit_resumes_from_its_checkpoint_to_the_same_result(tmp_path, monkeypatch, axis):
+    """Killed right after a checkpoint, after one seed has already stopped: the rerun goes on from
+    there and ends bit-identical to an uninterrupted run (batch order, dropout keys, best states)."""
+    import lib.train as T
+
+    splits = [synthetic_split(s) for s in CK_SEEDS]
+    whole, tw = train_seeds(KW, splits, CK_CFG, CK_SEEDS, progress=False, seed_axis=axis)
+    first_stop = min(r.steps for r in whole)
+    assert first_stop < max(r.steps for r in whole), "the seeds should stop at different steps for this check"
+    kill_at = first_stop // CK_CFG.eval_every + 1  # the evaluation after the first seed stopped
+    ck = tmp_path / "run.npz"
+    real, saves = T.save_checkpoint, []
+
+    def save_then_die(*args, **kwargs):
+        real(*args, **kwargs)
+        saves.append(args[1]["step"])
+        if len(saves) == kill_at:
+            raise _Killed
+
+    monkeypatch.setattr(T, "save_checkpoint", save_then_die)
+    with pytest.raises(_Killed):
+        train_seeds(KW, splits, CK_CFG, CK_SEEDS, progress=False, seed_axis=axis, checkpoint=ck, note={"run": 1})
+    monkeypatch.setattr(T, "save_checkpoint", real)
+    meta, _ = T.load_checkpoint(ck)
+    assert meta["step"] == kill_at * CK_CFG.eval_every
+    if axis == "map":
+        assert len(meta["live"]) < len(CK_SEEDS)  # the stopped seed had left the program
+    again, ta = train_seeds(KW, splits, CK_CFG, CK_SEEDS, progress=False, seed_axis=axis, checkpoint=ck,
+                            note={"run": 2})
+    _same_runs(whole, again, tw, ta)
+    assert ta.segments == [dict(step=0, run=1), dict(step=kill_at * CK_CFG.eval_every, run=2)]
+    assert ta.wall_s > meta["wall_s"]  # the time of both sittings
+
+
+def test_a_deadline_stops_at_an_evaluation_and_the_next_sitting_finishes(tmp_path):
+    from lib.train import Interrupted
+
+    ck = tmp_path / "run.npz"
+    with pytest.raises(Interrupted) as stop:
+        train_seeds(KW, [synthetic_split(1)], CFG, [1], progress=False, checkpoint=ck, deadline=time.time())
+    assert stop.value.step == CFG.eval_every and ck.exists()
+    assert str(ck) in str(stop.value)
+    resumed, tr = train_seeds(KW, [synthetic_split(1)], CFG, [1], progress=False, checkpoint=ck)
+    whole, tw = train_seeds(KW, [synthetic_split(1)], CFG, [1], progress=False)
+    _same_runs(whole, resumed, tw, tr)
+    with pytest.raises(ValueError, match="needs a checkpoint"):
+        train_seeds(KW, [synthetic_split(1)], CFG, [1], progress=False, deadline=time.time())
+
+
+def test_a_checkpoint_of_another_configuration_or_other_data_is_not_resumed(tmp_path, capsys):
+    from lib.train import Interrupted
+
+    ck = tmp_path / "run.npz"
+    with pytest.raises(Interrupted):
+        train_seeds(KW, [synthetic_split(1)], CFG, [1], progress=False, checkpoint=ck, deadline=time.time())
+    other = TrainConfig(lr=1e-2, batch_size=16, max_steps=60, eval_every=20, patience=1)
+    for cfg, split in ((other, synthetic_split(1)), (CFG, synthetic_split(2))):
+        capsys.readouterr()
+        with pytest.raises(Interrupted):  # starts afresh (and overwrites the checkpoint) ...
+            train_seeds(KW, [split], cfg, [1], progress=False, checkpoint=ck, deadline=time.time())
+        assert "holds another configuration or other data; starting afresh" in capsys.readouterr().err
+        got, tg = train_seeds(KW, [split], cfg, [1], progress=False, checkpoint=ck)
+        ref, tref = train_seeds(KW, [split], cfg, [1], progress=False)
+        _same_runs(ref, got, tref, tg)  # ... and ends as a run that never saw the other checkpoint
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _have("BasicMotions"), reason="BasicMotions.npz not in the shared data folder")
+def test_run_stopped_by_its_time_limit_goes_on_and_records_both_sittings(tmp_path, capsys):
+    from lib.results import read_records
+    from lib.run import RunSpec, checkpoint_path, main
+
+    out = tmp_path / "bm.jsonl"
+    argv = ["--dataset", "BasicMotions", "--ssm", "lru", "--blocks", "1", "--loops", "2", "--seeds", "2",
+            "--profile", "smoke", "--hidden", "8", "--state", "8", "--max-steps", "60", "--eval-every", "20",
+            "--out", str(out)]
+    assert main(argv + ["--stop-after-min", "0.0001"]) == 0
+    said = capsys.readouterr().out
+    assert "stopped at step 20 of 60" in said and "run the same command again to go on" in said
+    assert not out.exists()  # nothing partial in the records
+    spec = RunSpec(dataset="BasicMotions", ssm="lru", blocks=1, loops=2, seeds=(2345, 3456), hidden=8, state=8,
+                   profile="smoke", max_steps=60, eval_every=20)
+    ck = checkpoint_path(spec)
+    assert ck.exists()
+    assert main(argv) == 0
+    df = read_records(out)
+    assert len(df) == 2 and not ck.exists()  # the checkpoint goes once the records are written
+    for segs in df["segments"]:
+        assert [s["step"] for s in segs] == [0, 20] and {"commit", "device", "started"} <= set(segs[0])
+    assert "--stop-after-min" not in df["command"].iloc[0]
+    # the same configuration in one sitting gives the same numbers
+    one = tmp_path / "one.jsonl"
+    assert main([*argv[:-1], str(one), "--no-checkpoint"]) == 0
+    ref = read_records(one)
+    assert ref["test_acc"].tolist() == df["test_acc"].tolist() and ref["steps"].tolist() == df["steps"].tolist()
+    assert main(argv + ["--stop-after-min", "-1"]) == 2
+    assert "--stop-after-min must be > 0" in capsys.readouterr().err

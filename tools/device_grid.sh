@@ -7,16 +7,19 @@
 # The machine receives a copy of the working tree but not ../shared, and has no git history, so
 # the data sets are copied into .data/uea (git-ignored, named in `carry`) and the records are
 # stamped with this commit through LOOPED_SSM_COMMIT. The grid resumes from the committed records
-# (copied into $OUT first), stops starting configurations after MINUTES (keep it well inside the
-# tool's 10-minute limit per command) and runs WORKERS processes on the one GPU.
+# (copied into $OUT first) and from the checkpoints of configurations left unfinished by an
+# earlier call (.ckpt/, carried there and back as one tarball), stops after MINUTES (the
+# configurations in progress are checkpointed; keep it well inside the tool's 10-minute limit per
+# command) and runs WORKERS processes on the one GPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 grid=${1:-main}; minutes=${2:-8}; workers=${3:-8}
 case $grid in main|lr|widget) ;; *) echo "error: GRID must be main, lr or widget, got '$grid'" >&2; exit 2;; esac
 src=${LOOPED_SSM_DATA_DIR:-../shared/data/uea}
 [ -d "$src" ] || { echo "error: no data folder $src (set LOOPED_SSM_DATA_DIR)" >&2; exit 2; }
-mkdir -p .data/uea
+mkdir -p .data/uea .ckpt
 grep -qxF '/.data/' .gitignore || { echo '/.data/' >> .gitignore; echo 'added /.data/ to .gitignore'; }
+grep -qxF '/.ckpt/' .gitignore || { echo '/.ckpt/' >> .gitignore; echo 'added /.ckpt/ to .gitignore'; }
 names=$(sed -n 's/^    "\([A-Za-z0-9]*\)": DataSpec(.*/\1/p' lib/grid.py)  # the keys of lib.grid.DATASETS
 for n in $names; do
   [ -f "$src/$n.npz" ] && cp -u "$src/$n.npz" .data/uea/
@@ -29,10 +32,12 @@ params=""
 [ "$grid" = widget ] && params=" --save-params \$OUT/params; tar -czf \$OUT/params.tgz -C \$OUT params && rm -rf \$OUT/params"
 cat <<MSG
 .data/uea: $(ls .data/uea | wc -l) files, $(du -sh .data | cut -f1)
-device run, carry [".data"]:
-  export LOOPED_SSM_DATA_DIR=.data/uea LOOPED_SSM_COMMIT=$sha LOOPED_SSM_DIRTY=$dirty LOOPED_SSM_RESULTS_DIR=\$OUT PYTHONUNBUFFERED=1; cp data/results/$out \$OUT/ 2>/dev/null; python3 -m lib.grid --grid $grid --profile full --workers $workers --budget-min $minutes$params
+.ckpt: $(ls .ckpt | wc -l) unfinished configurations
+device run, carry [".data", ".ckpt"]:
+  export LOOPED_SSM_DATA_DIR=.data/uea LOOPED_SSM_COMMIT=$sha LOOPED_SSM_DIRTY=$dirty LOOPED_SSM_RESULTS_DIR=\$OUT LOOPED_SSM_CKPT_DIR=\$OUT/ckpt PYTHONUNBUFFERED=1; cp data/results/$out \$OUT/ 2>/dev/null; mkdir -p \$OUT/ckpt; cp .ckpt/*.npz \$OUT/ckpt/ 2>/dev/null; python3 -m lib.grid --grid $grid --profile full --workers $workers --budget-min $minutes$params; tar -czf \$OUT/ckpt.tgz -C \$OUT ckpt && rm -rf \$OUT/ckpt
 then, here:
   .venv/bin/python -m lib.results merge <files_at>/$out --into data/results/$out
+  rm -f .ckpt/*.npz; tar -xzf <files_at>/ckpt.tgz -C .ckpt --strip-components 1   # what is still unfinished
 MSG
 [ "$grid" = widget ] && echo "  tar -xzf <files_at>/params.tgz -C data   # seed-0 looped models -> data/params/"
 exit 0
