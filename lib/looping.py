@@ -342,12 +342,18 @@ def saved_models(folder, blocks=(1, 2)) -> list[Path]:
 
 
 def pick_saved(paths, blocks=(1, 2), ssm: str | None = None) -> dict:
-    """One saved model per k in ``blocks``: ``{k: path}``. Prefers the first (sorted) group of files
-    that share data set, SSM, reshaping, chunk, hidden size and seed and has every k, so that the
-    models compare like with like; otherwise the first file of each k. Missing k are left out.
-    ``ssm``: models of this SSM come first."""
+    """One saved model per k in ``blocks``: ``{k: path}``. Prefers a group of files that share data
+    set, SSM, reshaping, chunk, hidden size and seed and has every k, so that the models compare like
+    with like; otherwise one file for each k. Missing k are left out. Candidates are ranked by
+    ``ssm`` first (models of this SSM), then by recorded validation accuracy (a model that learnt
+    its task over one near chance), then by path."""
     metas = {Path(p): json.loads(Path(p).with_suffix(".json").read_text()) for p in paths}
-    order = sorted(metas, key=lambda p: (ssm is not None and metas[p]["model"].get("ssm") != ssm, p))
+
+    def rank(p):
+        val = metas[p].get("record", {}).get("val_acc")
+        return (ssm is not None and metas[p]["model"].get("ssm") != ssm, -(val if val is not None else -1.0), p)
+
+    order = sorted(metas, key=rank)
     groups, first = {}, {}
     for path in order:
         meta = metas[path]

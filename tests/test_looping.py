@@ -172,11 +172,13 @@ def test_pick_saved_prefers_matching_groups_and_the_asked_ssm(tmp_path):
 
     from lib import looping as LP
 
-    def save(name, ssm, blocks, dataset="D", seed=1):
+    def save(name, ssm, blocks, dataset="D", seed=1, val_acc=None):
         (tmp_path / f"{name}.npz").write_bytes(b"")
+        rec = {"dataset": dataset, "reshape": "none", "chunk": 1, "seed": seed}
+        if val_acc is not None:
+            rec["val_acc"] = val_acc
         (tmp_path / f"{name}.json").write_text(_json.dumps(
-            {"model": {"ssm": ssm, "blocks": blocks, "loops": 6 // blocks, "hidden": 64},
-             "record": {"dataset": dataset, "reshape": "none", "chunk": 1, "seed": seed}}))
+            {"model": {"ssm": ssm, "blocks": blocks, "loops": 6 // blocks, "hidden": 64}, "record": rec}))
         return tmp_path / f"{name}.npz"
 
     a_lru = save("a_lru_k1", "lru", 1)
@@ -188,3 +190,8 @@ def test_pick_saved_prefers_matching_groups_and_the_asked_ssm(tmp_path):
     d_lru = save("d_lru_k2", "lru", 2, dataset="E")
     # a like-with-like pair (same data set, SSM, seed) wins over the first file of each k
     assert LP.pick_saved([a_lru, b_s5, c_s5, d_lru]) == {1: b_s5, 2: c_s5}
+    # without a pair, the model that learnt its task best (validation) wins over the sorted order
+    near_chance = save("e_s5_k1", "s5", 1, dataset="F", val_acc=0.55)
+    learnt = save("f_s5_k1", "s5", 1, dataset="G", val_acc=0.98)
+    assert LP.pick_saved([near_chance, learnt], blocks=(1,)) == {1: learnt}
+    assert LP.pick_saved([near_chance, learnt, c_s5], ssm="s5") == {1: learnt, 2: c_s5}
