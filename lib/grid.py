@@ -33,7 +33,6 @@ import time
 
 from lib import results as R
 from lib.run import RunSpec, run, strip_flag
-from lib.train import Interrupted
 
 
 @dataclasses.dataclass(frozen=True)
@@ -324,6 +323,8 @@ def main(argv=None) -> int:
         for s in specs:
             print("  " + s.command(out))
         return 0
+    from lib.train import Interrupted  # jax: only once something trains (not for --dry-run or bad arguments)
+
     t0 = time.perf_counter()
     deadline = None if a.budget_min is None else time.time() + 60 * a.budget_min
 

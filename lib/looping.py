@@ -350,8 +350,8 @@ def pick_saved(paths, blocks=(1, 2), ssm: str | None = None) -> dict:
     metas = {Path(p): json.loads(Path(p).with_suffix(".json").read_text()) for p in paths}
 
     def rank(p):
-        val = metas[p].get("record", {}).get("val_acc")
-        return (ssm is not None and metas[p]["model"].get("ssm") != ssm, -(val if val is not None else -1.0), p)
+        val = metas[p].get("record", {}).get("val_acc", -1.0)
+        return (ssm is not None and metas[p]["model"].get("ssm") != ssm, -val, p)
 
     order = sorted(metas, key=rank)
     groups, first = {}, {}

@@ -241,15 +241,10 @@ def flat_arrays(state) -> dict:
 
 def save_state(folder: Path, rec: dict, trainer, state, model_kwargs: dict) -> Path:
     """Save one seed's best model state as ``.npz`` (flat paths) plus a ``.json`` with how to rebuild it."""
-    from flax import nnx
+    from lib.train import write_npz
 
-    folder.mkdir(parents=True, exist_ok=True)
     base = params_path(folder, rec)
-    flat = flat_arrays(state)
-    tmp = base.with_suffix(".npz.tmp")
-    with open(tmp, "wb") as f:
-        np.savez_compressed(f, **flat)
-    tmp.replace(base.with_suffix(".npz"))
+    write_npz(base.with_suffix(".npz"), flat_arrays(state), compressed=True)
     meta = {"model": {**model_kwargs, "seed": rec["seed"]}, "record": {k: rec[k] for k in
             ("dataset", "ssm", "blocks", "loops", "reshape", "chunk", "order", "protocol", "seed",
              "time_channel", "standardize", "profile", "pipeline", "val_acc", "test_acc", "best_step", "commit",

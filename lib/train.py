@@ -176,7 +176,7 @@ def _from_host(arrays, template):
     return jax.tree.unflatten(treedef, out)
 
 
-def _fingerprint(model_kwargs, cfg, seeds, seed_axis, n_devices, arrays) -> dict:
+def _fingerprint(model_kwargs, cfg, seeds, seed_axis, n_devices, keep_state, arrays) -> dict:
     """What must match for a checkpoint to be resumed: model, optimisation, seeds, program, data."""
     import hashlib
 
@@ -186,22 +186,30 @@ def _fingerprint(model_kwargs, cfg, seeds, seed_axis, n_devices, arrays) -> dict
         h.update(f"{a.dtype}{a.shape}".encode())
         h.update(a.tobytes())
     return json.loads(json.dumps(dict(model=model_kwargs, cfg=dataclasses.asdict(cfg), seeds=list(seeds),
-                                      seed_axis=seed_axis, n_devices=n_devices, data=h.hexdigest()),
+                                      seed_axis=seed_axis, n_devices=n_devices, keep_state=keep_state,
+                                      data=h.hexdigest()),
                                  default=str))
+
+
+def write_npz(path, arrays: dict, *, compressed: bool = False) -> Path:
+    """``arrays`` to ``path`` (``.npz``) through a temporary file, so a killed writer leaves the old
+    file or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        (np.savez_compressed if compressed else np.savez)(f, **arrays)
+    os.replace(tmp, path)
+    return path
 
 
 def save_checkpoint(path, meta: dict, **trees) -> None:
     """Write ``meta`` (JSON) and the states ``trees`` to ``path`` (``.npz``), atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {"meta": np.frombuffer(json.dumps(meta).encode(), np.uint8)}
     for name, tree in trees.items():
         for i, a in enumerate(_to_host(tree)):
             arrays[f"{name}/{i:05d}"] = a
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(tmp, path)
+    write_npz(path, arrays)
 
 
 def load_checkpoint(path) -> tuple[dict, dict]:
@@ -389,8 +397,7 @@ class MultiSeedTrainer:
         if checkpoint is not None:
             checkpoint = Path(checkpoint)
             fingerprint = _fingerprint(self.model_kwargs, cfg, self.padded_seeds, self.seed_axis,
-                                       len(self.devices), host)
-            fingerprint["keep_state"] = keep_state
+                                       len(self.devices), keep_state, host)
         del host
         if checkpoint is not None and checkpoint.exists():
             meta, trees = load_checkpoint(checkpoint)
