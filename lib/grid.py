@@ -216,6 +216,21 @@ def main_table(records, profile: str = "full", datasets=None, ssms=None) -> "pd.
     return pd.DataFrame(rows, columns=cols)
 
 
+def coverage(specs, records) -> dict:
+    """Which of ``specs`` (a grid) the ``records`` (a DataFrame or an iterable of records) complete.
+
+    A configuration is done when every one of its seeds has a record. Returns ``done`` and
+    ``missing`` (lists of specs, in grid order) and ``runs`` / ``runs_total`` (seeds recorded / asked)."""
+    rows = records.to_dict("records") if hasattr(records, "to_dict") else list(records)
+    have = {R.record_key(r) for r in rows}
+    done, missing_, runs, total = [], [], 0, 0
+    for spec in specs:
+        n = sum(R.record_key(spec.key_fields(s)) in have for s in spec.seeds)
+        runs, total = runs + n, total + len(spec.seeds)
+        (done if n == len(spec.seeds) else missing_).append(spec)
+    return {"done": done, "missing": missing_, "runs": runs, "runs_total": total}
+
+
 def _seeds(n):
     from lib.data import PAPER_SEEDS
 
@@ -271,7 +286,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None,
                    help="default: data/results/<grid>-<profile>.jsonl ($LOOPED_SSM_RESULTS_DIR replaces data/results)")
     p.add_argument("--save-params", default=None, metavar="DIR",
-                   help="save every seed's trained model state (the widget grid saves seed 0 of looped s5)")
+                   help="save the first seed's trained model state of every one-block model "
+                        "(default for the widget grid: data/params)")
     p.add_argument("--workers", type=int, default=1,
                    help="run N shards as parallel subprocesses sharing the output file (and the GPU)")
     p.add_argument("--shard", default=None, metavar="I/N", help="run every N-th configuration from the I-th")

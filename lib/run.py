@@ -8,8 +8,9 @@ result; ``--profile smoke`` gives a quick one. Seeds already recorded in ``--out
 an interrupted run resumes. Within a configuration, progress is checkpointed after every evaluation
 (``.ckpt/`` or ``$LOOPED_SSM_CKPT_DIR``; removed once the records are written), so a killed run or
 one stopped by ``--stop-after-min M`` goes on from its last evaluation when the same command is run
-again (the record's ``segments`` say which commit and device ran which steps). ``--save-params DIR`` stores every seed's best-validation model state
-(``DIR/<run key>.npz`` + ``.json``) for the book's analyses of trained looped models.
+again (the record's ``segments`` say which commit and device ran which steps). ``--save-params DIR``
+stores the first seed's best-validation model state (``DIR/<run key>.npz`` + ``.json``; one seed keeps
+the files small) for the book's analyses of trained looped models.
 """
 from __future__ import annotations
 

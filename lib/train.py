@@ -224,6 +224,68 @@ def load_checkpoint(path) -> tuple[dict, dict]:
 
 
 @dataclasses.dataclass
+class _Progress:
+    """The loop's bookkeeping on the host, per seed, and its checkpoint form."""
+
+    live: np.ndarray  # the padded-seed indices whose states are in the program
+    rngs: list  # one batch-order generator per padded seed
+    carries: list  # the rest of each padded seed's current epoch
+    step: int = 0
+    seed_steps: int = 0
+    best_val: np.ndarray = None
+    test_at_best: np.ndarray = None
+    train_at_best: np.ndarray = None
+    best_step: np.ndarray = None
+    bad_evals: np.ndarray = None
+    stopped_at: np.ndarray = None  # -1 while training
+    history: list = None
+
+    FLOATS = ("best_val", "test_at_best", "train_at_best")
+    INTS = ("best_step", "bad_evals", "stopped_at")
+
+    @classmethod
+    def start(cls, padded_seeds, S: int) -> "_Progress":
+        return cls(live=np.arange(len(padded_seeds)), rngs=[np.random.default_rng(s) for s in padded_seeds],
+                   carries=[[] for _ in padded_seeds], best_val=np.full(S, -1.0), test_at_best=np.zeros(S),
+                   train_at_best=np.zeros(S), best_step=np.zeros(S, int), bad_evals=np.zeros(S, int),
+                   stopped_at=np.full(S, -1), history=[[] for _ in range(S)])
+
+    def going_on(self, max_steps: int) -> bool:
+        return self.step < max_steps and bool((self.stopped_at < 0).any())
+
+    def evaluated(self, s: int, *, loss, train, val, test, patience: int) -> bool:
+        """Book seed ``s``'s evaluation at ``self.step``; True when its reported state changes."""
+        self.history[s].append(dict(step=self.step, loss=float(loss), train_acc=float(train),
+                                    val_acc=float(val), test_acc=float(test)))
+        improved = bool(val >= self.best_val[s])  # ties refresh the reported test accuracy (peers)
+        if improved:
+            self.bad_evals[s] = 0 if val > self.best_val[s] else self.bad_evals[s] + 1
+            self.best_val[s], self.test_at_best[s], self.train_at_best[s] = val, test, train
+            self.best_step[s] = self.step
+        else:
+            self.bad_evals[s] += 1
+        if self.bad_evals[s] > patience:
+            self.stopped_at[s] = self.step
+        return improved
+
+    def to_meta(self) -> dict:
+        return dict(step=self.step, seed_steps=self.seed_steps, live=self.live.tolist(),
+                    rng=[r.bit_generator.state for r in self.rngs], carries=[list(map(int, c)) for c in self.carries],
+                    history=self.history, **{k: getattr(self, k).tolist() for k in self.FLOATS + self.INTS})
+
+    def restore(self, meta: dict) -> None:
+        """Go on from ``to_meta``'s dict (the generators keep their objects, with the saved states)."""
+        for r, st in zip(self.rngs, meta["rng"]):
+            r.bit_generator.state = st
+        self.live, self.carries = np.asarray(meta["live"], int), meta["carries"]
+        self.step, self.seed_steps, self.history = int(meta["step"]), int(meta["seed_steps"]), meta["history"]
+        for k in self.FLOATS:
+            setattr(self, k, np.asarray(meta[k], float))
+        for k in self.INTS:
+            setattr(self, k, np.asarray(meta[k], int))
+
+
+@dataclasses.dataclass
 class SeedResult:
     """One seed's outcome; ``state`` is the model state at its best validation accuracy."""
 
@@ -377,21 +439,12 @@ class MultiSeedTrainer:
             raise ValueError(f"batch_size {cfg.batch_size} is larger than the training part ({n_train} cases)")
 
         S = len(self.seeds)
-        # the seeds whose states are in the program: all of them, and under lax.map only those
-        # still training (a stopped seed's best state is kept in best_state)
-        live = np.arange(len(self.padded_seeds))
+        # the seeds whose states are in the program (``pg.live``): all of them, and under lax.map only
+        # those still training (a stopped seed's best state is kept in best_state)
         compact = self.seed_axis == "map" and self.n_pad == 0
-        rngs = [np.random.default_rng(s) for s in self.padded_seeds]
-        carries = [[] for _ in self.padded_seeds]
-        best_val = np.full(S, -1.0)
-        test_at_best = np.zeros(S)
-        train_at_best = np.zeros(S)
-        best_step = np.zeros(S, int)
-        bad_evals = np.zeros(S, int)
-        stopped_at = np.full(S, -1)
-        history = [[] for _ in range(S)]
+        pg = _Progress.start(self.padded_seeds, S)
         best_state = jax.tree.map(jnp.copy, self.state) if keep_state else None
-        step, self.seed_steps, self.compile_s, before_s = 0, 0, 0.0, 0.0
+        self.compile_s, before_s = 0.0, 0.0
         self.segments = [dict(step=0, **(note or {}))]
         fingerprint = None
         if checkpoint is not None:
@@ -405,116 +458,99 @@ class MultiSeedTrainer:
                 print(f"note: {checkpoint} holds another configuration or other data; starting afresh",
                       file=sys.stderr)
             else:  # resume
-                live = np.asarray(meta["live"], int)
-                if len(live) < len(self.padded_seeds):
-                    take = jnp.asarray(live)
+                pg.restore(meta)
+                if len(pg.live) < len(self.padded_seeds):
+                    take = jnp.asarray(pg.live)
                     data = {part: (X[take], Y[take]) for part, (X, Y) in data.items()}
-                sub = jax.tree.map(lambda x: x[: len(live)], (self.state, self.opt_state))
+                sub = jax.tree.map(lambda x: x[: len(pg.live)], (self.state, self.opt_state))
                 self.state = _from_host(trees["state"], sub[0])
                 self.opt_state = _from_host(trees["opt"], sub[1])
-                if len(live) == len(self.padded_seeds):
+                if len(pg.live) == len(self.padded_seeds):
                     self.state, self.opt_state = self._shard(self.state), self._shard(self.opt_state)
                 if keep_state:
                     best_state = self._shard(_from_host(trees["best"], best_state))
-                for r, st in zip(rngs, meta["rng"]):
-                    r.bit_generator.state = st
-                carries = meta["carries"]
-                best_val, test_at_best, train_at_best = (np.asarray(meta[k], float) for k in
-                                                         ("best_val", "test_at_best", "train_at_best"))
-                best_step, bad_evals, stopped_at = (np.asarray(meta[k], int) for k in
-                                                    ("best_step", "bad_evals", "stopped_at"))
-                history, step, self.seed_steps = meta["history"], int(meta["step"]), int(meta["seed_steps"])
                 self.compile_s, before_s = float(meta["compile_s"]), float(meta["wall_s"])
-                self.segments = meta["segments"] + [dict(step=step, **(note or {}))]
+                self.segments = meta["segments"] + [dict(step=pg.step, **(note or {}))]
+        self.seed_steps = pg.seed_steps
         show = (not quiet()) if progress is None else progress
         log = not show and os.environ.get("LOOPED_SSM_LOG", "") not in ("", "0")
+        t_start = time.perf_counter()
         bar = None
         if show:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=cfg.max_steps, initial=step, desc=f"{self.model_kwargs.get('ssm')} x{S} seeds",
+            bar = tqdm(total=cfg.max_steps, initial=pg.step, desc=f"{self.model_kwargs.get('ssm')} x{S} seeds",
                        leave=False)
-        t_start = time.perf_counter()
-        while step < cfg.max_steps and (stopped_at < 0).any():
-            t_chunk = time.perf_counter()
-            if compact and (stopped_at[live] >= 0).any():  # drop the seeds that have stopped
-                keep = np.flatnonzero(stopped_at[live] < 0)
-                take = jnp.asarray(keep)
-                self.state, self.opt_state = jax.tree.map(lambda x: x[take], (self.state, self.opt_state))
-                data = {part: (X[take], Y[take]) for part, (X, Y) in data.items()}
-                live = live[keep]
-            n = min(cfg.eval_every, cfg.max_steps - step)
-            idx = np.stack([_batch_indices(rngs[s], n_train, cfg.batch_size, n, carries[s]) for s in live])
-            args = (self.state, self.opt_state, *data["train"], self._shard(jnp.asarray(idx)))
-            fn = self._compiled_chunk(args)
-            self.state, self.opt_state, loss_live = fn(*args)
-            step += n
-            self.seed_steps += n * len(live)
-            val, test, train, loss = (np.zeros(len(self.padded_seeds)) for _ in range(4))
-            val[live] = self.accuracy(*data["val"], n=len(live))
-            test[live] = self.accuracy(*data["test"], n=len(live))
-            train[live] = self.accuracy(*data["train"], n=len(live))
-            loss[live] = np.asarray(loss_live)
-            improved = np.zeros(len(self.padded_seeds), bool)
-            for s in range(S):
-                if stopped_at[s] >= 0:
-                    continue
-                history[s].append(dict(step=step, loss=float(loss[s]), train_acc=float(train[s]),
-                                       val_acc=float(val[s]), test_acc=float(test[s])))
-                if val[s] >= best_val[s]:  # ties refresh the reported test accuracy (peers)
-                    bad_evals[s] = 0 if val[s] > best_val[s] else bad_evals[s] + 1
-                    best_val[s], test_at_best[s], train_at_best[s], best_step[s] = val[s], test[s], train[s], step
-                    improved[s] = True
-                else:
-                    bad_evals[s] += 1
-                if bad_evals[s] > cfg.patience:
-                    stopped_at[s] = step
-            if keep_state and improved.any():
-                if len(live) == len(self.padded_seeds):
-                    mask = self._shard(jnp.asarray(improved))
-                    best_state = jax.tree.map(
-                        lambda new, old: jnp.where(mask.reshape((-1,) + (1,) * (new.ndim - 1)), new, old),
-                        self.state, best_state)
-                else:  # only the live seeds are in self.state
-                    at, mask = jnp.asarray(live), jnp.asarray(improved[live])
-                    best_state = jax.tree.map(
-                        lambda new, old: old.at[at].set(
-                            jnp.where(mask.reshape((-1,) + (1,) * (new.ndim - 1)), new, old[at])),
-                        self.state, best_state)
+        try:
+            while pg.going_on(cfg.max_steps):
+                t_chunk = time.perf_counter()
+                if compact and (pg.stopped_at[pg.live] >= 0).any():  # drop the seeds that have stopped
+                    keep = np.flatnonzero(pg.stopped_at[pg.live] < 0)
+                    take = jnp.asarray(keep)
+                    self.state, self.opt_state = jax.tree.map(lambda x: x[take], (self.state, self.opt_state))
+                    data = {part: (X[take], Y[take]) for part, (X, Y) in data.items()}
+                    pg.live = pg.live[keep]
+                live = pg.live
+                n = min(cfg.eval_every, cfg.max_steps - pg.step)
+                idx = np.stack([_batch_indices(pg.rngs[s], n_train, cfg.batch_size, n, pg.carries[s]) for s in live])
+                args = (self.state, self.opt_state, *data["train"], self._shard(jnp.asarray(idx)))
+                fn = self._compiled_chunk(args)
+                self.state, self.opt_state, loss_live = fn(*args)
+                pg.step += n
+                pg.seed_steps += n * len(live)
+                self.seed_steps = pg.seed_steps
+                val, test, train, loss = (np.zeros(len(self.padded_seeds)) for _ in range(4))
+                val[live] = self.accuracy(*data["val"], n=len(live))
+                test[live] = self.accuracy(*data["test"], n=len(live))
+                train[live] = self.accuracy(*data["train"], n=len(live))
+                loss[live] = np.asarray(loss_live)
+                improved = np.zeros(len(self.padded_seeds), bool)
+                for s in range(S):
+                    if pg.stopped_at[s] < 0:
+                        improved[s] = pg.evaluated(s, loss=loss[s], train=train[s], val=val[s], test=test[s],
+                                                   patience=cfg.patience)
+                if keep_state and improved.any():
+                    best_state = self._keep_best(best_state, improved, live)
+                wall = before_s + time.perf_counter() - t_start
+                if bar is not None:
+                    bar.update(n)
+                    bar.set_postfix(val=" ".join(f"{v:.2f}" for v in pg.best_val),
+                                    stopped=int((pg.stopped_at >= 0).sum()))
+                elif log:  # one line per evaluation, for runs in the background
+                    print(f"{self.model_kwargs.get('ssm')} step {pg.step}: best val "
+                          + " ".join(f"{v:.3f}" for v in pg.best_val)
+                          + f"; stopped {int((pg.stopped_at >= 0).sum())}/{S}; {wall:.0f}s", file=sys.stderr, flush=True)
+                if checkpoint is not None and pg.going_on(cfg.max_steps):
+                    trees = dict(state=self.state, opt=self.opt_state)
+                    if keep_state:
+                        trees["best"] = best_state
+                    save_checkpoint(checkpoint, dict(fingerprint=fingerprint, compile_s=self.compile_s, wall_s=wall,
+                                                     segments=self.segments, **pg.to_meta()), **trees)
+                    # the next chunk (without compiling) is expected to take as long as this one did
+                    if deadline is not None and time.time() + (time.perf_counter() - t_chunk) > deadline:
+                        raise Interrupted(checkpoint, pg.step, cfg.max_steps)
+        finally:
             if bar is not None:
-                bar.update(n)
-                bar.set_postfix(val=" ".join(f"{v:.2f}" for v in best_val), stopped=int((stopped_at >= 0).sum()))
-            elif log:  # one line per evaluation, for runs in the background
-                print(f"{self.model_kwargs.get('ssm')} step {step}: best val "
-                      + " ".join(f"{v:.3f}" for v in best_val) + f"; stopped {int((stopped_at >= 0).sum())}/{S}; "
-                      f"{before_s + time.perf_counter() - t_start:.0f}s", file=sys.stderr, flush=True)
-            going_on = step < cfg.max_steps and (stopped_at < 0).any()
-            if checkpoint is not None and going_on:
-                meta = dict(fingerprint=fingerprint, step=step, live=live.tolist(),
-                            rng=[r.bit_generator.state for r in rngs], carries=[list(map(int, c)) for c in carries],
-                            best_val=best_val.tolist(), test_at_best=test_at_best.tolist(),
-                            train_at_best=train_at_best.tolist(), best_step=best_step.tolist(),
-                            bad_evals=bad_evals.tolist(), stopped_at=stopped_at.tolist(), history=history,
-                            seed_steps=self.seed_steps, compile_s=self.compile_s,
-                            wall_s=before_s + time.perf_counter() - t_start, segments=self.segments)
-                trees = dict(state=self.state, opt=self.opt_state)
-                if keep_state:
-                    trees["best"] = best_state
-                save_checkpoint(checkpoint, meta, **trees)
-                # the next chunk (without compiling) is expected to take as long as this one did
-                if deadline is not None and time.time() + (time.perf_counter() - t_chunk) > deadline:
-                    if bar is not None:
-                        bar.close()
-                    raise Interrupted(checkpoint, step, cfg.max_steps)
-        if bar is not None:
-            bar.close()
+                bar.close()
         self.wall_s = before_s + time.perf_counter() - t_start  # includes compile_s
-        stopped_at[stopped_at < 0] = step
-        return [SeedResult(seed=self.seeds[s], val_acc=float(best_val[s]), test_acc=float(test_at_best[s]),
-                           train_acc=float(train_at_best[s]), best_step=int(best_step[s]),
-                           steps=int(stopped_at[s]), history=history[s],
+        pg.stopped_at[pg.stopped_at < 0] = pg.step
+        return [SeedResult(seed=self.seeds[s], val_acc=float(pg.best_val[s]), test_acc=float(pg.test_at_best[s]),
+                           train_acc=float(pg.train_at_best[s]), best_step=int(pg.best_step[s]),
+                           steps=int(pg.stopped_at[s]), history=pg.history[s],
                            state=_select(best_state, s) if keep_state else None)
                 for s in range(S)]
+
+    def _keep_best(self, best_state, improved, live):
+        """``best_state`` with the seeds marked ``improved`` replaced by their current states
+        (``self.state`` holds the seeds ``live``: all of them, or under ``lax.map`` those still training)."""
+        if len(live) == len(self.padded_seeds):  # an elementwise select keeps the sharding
+            mask = self._shard(jnp.asarray(improved))
+            return jax.tree.map(lambda new, old: jnp.where(mask.reshape((-1,) + (1,) * (new.ndim - 1)), new, old),
+                                self.state, best_state)
+        at, mask = jnp.asarray(live), jnp.asarray(improved[live])
+        return jax.tree.map(lambda new, old: old.at[at].set(jnp.where(mask.reshape((-1,) + (1,) * (new.ndim - 1)),
+                                                                      new, old[at])),
+                            self.state, best_state)
 
 
 def train_seeds(model_kwargs: dict, splits, cfg: TrainConfig, seeds, *, devices=None, progress=None,

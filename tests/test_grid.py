@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from lib import grid as G
@@ -174,3 +175,18 @@ def test_main_table_reads_cells_from_records_and_marks_the_rest_not_yet_run(tmp_
     R.append_records(smoke, [dict(r, profile="smoke", test_acc=0.1) for r in recs])
     t2 = G.main_table([path, smoke], datasets=["NATOPS"]).set_index(["ssm", "model"])
     assert t2.loc[("s5", "6×1"), "none"] == "82.00 ± 1.41"
+
+
+def test_coverage_counts_a_configuration_done_only_when_all_its_seeds_are_recorded():
+    template = json.loads((REPO / "data/results/baseline.jsonl").read_text().splitlines()[0])
+    specs = G.widget_grid("full", ["NATOPS"])
+    a, b = specs[0], specs[7]  # 1 loop, none; 2 loops, rechunk
+    keys = lambda spec, seeds: [dict(template, **spec.key_fields(s), profile="full") for s in seeds]
+    recs = keys(a, a.seeds) + keys(b, b.seeds[:2])
+    cov = G.coverage(specs, pd.DataFrame(recs))
+    assert cov["done"] == [a] and len(cov["missing"]) == len(specs) - 1 and b in cov["missing"]
+    assert cov["runs"] == 7 and cov["runs_total"] == 5 * len(specs)
+    assert G.coverage(specs, [])["runs"] == 0  # an iterable of records works too
+    # another tag, learning rate or size is another configuration
+    other = [dict(r, tag="main") for r in keys(a, a.seeds)] + [dict(r, hidden=16) for r in keys(a, a.seeds)]
+    assert G.coverage(specs, other)["done"] == []

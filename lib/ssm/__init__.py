@@ -27,11 +27,12 @@ def check_sizes(**sizes) -> list[int]:
     return [int(v) for v in sizes.values()]
 
 
-def check_input(u, hidden: int, mode: str):
-    """``u`` as float32 ``(..., T, hidden)``; ValueError for a wrong shape or ``mode``."""
+def check_input(u, hidden: int, mode: str | None = None):
+    """``u`` as float32 ``(..., T, hidden)``; ValueError for a wrong shape or ``mode`` (when given)."""
     import jax.numpy as jnp
 
-    check_mode(mode)
+    if mode is not None:
+        check_mode(mode)
     u = jnp.asarray(u, jnp.float32)
     if u.ndim < 2 or u.shape[-1] != hidden:
         raise ValueError(f"u must have shape (..., T, {hidden}), got {u.shape}")

@@ -183,4 +183,4 @@ class LrcSSM(nnx.Module):
         iters = self.newton_iters if iters is None else iters
         if not isinstance(iters, int) or iters < 1:
             raise ValueError(f"iters must be a positive int, got {iters!r}")
-        return residuals(self.params(), check_input(u, self.hidden, "parallel"), step=self.step, iters=iters)
+        return residuals(self.params(), check_input(u, self.hidden), step=self.step, iters=iters)
