@@ -43,7 +43,7 @@ from lib.model import build_model, count_params, untie
 
 __all__ = ["block_iterates", "iterate_metric_arrays", "iterate_metrics", "depth_sweep", "test_time_depth",
            "reinit", "inclusion_check", "params_vs_depth", "schedule_frame", "load_trained", "saved_models",
-           "pick_saved", "EPS"]
+           "pick_saved", "loop_families", "EPS"]
 
 #: added to every norm in a denominator, so an all-zero hidden vector gives a finite ratio
 EPS = 1e-12
@@ -369,3 +369,26 @@ def pick_saved(paths, blocks=(1, 2), ssm: str | None = None) -> dict:
         if all(k in group for k in blocks):
             return {k: group[k] for k in blocks}
     return first
+
+
+def loop_families(folder, *, ssm: str | None = None, min_size: int = 3) -> list[tuple[dict, dict]]:
+    """Saved one-block models that differ only in the loop count L they were trained with.
+
+    Groups the models in ``folder`` by data set, SSM, reshaping, chunk, hidden size and seed and
+    returns ``[(key, {L: path})]`` for the groups with at least ``min_size`` loop counts: the models of
+    ``ssm`` first, then larger groups, then by key. The widget grid saves such families (seed 0 of
+    looped S5 at loops 1, 2, 3, 4, 6, 8 for every chunk)."""
+    groups = {}
+    for npz in sorted(Path(folder).glob("*.npz")):
+        meta_path = npz.with_suffix(".json")
+        if not meta_path.exists():
+            continue
+        meta = json.loads(meta_path.read_text())
+        mk, rec = meta["model"], meta["record"]
+        if mk.get("blocks") != 1:
+            continue
+        key = dict(dataset=rec.get("dataset"), ssm=mk.get("ssm"), reshape=rec.get("reshape"),
+                   chunk=rec.get("chunk"), hidden=mk.get("hidden"), seed=rec.get("seed"))
+        groups.setdefault(tuple(key.items()), {}).setdefault(int(mk.get("loops", 1)), npz)
+    fams = [(dict(k), dict(sorted(v.items()))) for k, v in groups.items() if len(v) >= min_size]
+    return sorted(fams, key=lambda f: (ssm is not None and f[0]["ssm"] != ssm, -len(f[1]), str(f[0])))

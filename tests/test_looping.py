@@ -195,3 +195,25 @@ def test_pick_saved_prefers_matching_groups_and_the_asked_ssm(tmp_path):
     learnt = save("f_s5_k1", "s5", 1, dataset="G", val_acc=0.98)
     assert LP.pick_saved([near_chance, learnt], blocks=(1,)) == {1: learnt}
     assert LP.pick_saved([near_chance, learnt, c_s5], ssm="s5") == {1: learnt, 2: c_s5}
+
+
+def test_loop_families_group_one_block_models_that_differ_only_in_loops(tmp_path):
+    import json as _json
+
+    def save(name, loops, ssm="s5", blocks=1, chunk=384, seed=1):
+        (tmp_path / f"{name}.npz").write_bytes(b"")
+        rec = {"dataset": "D", "reshape": "rechunk", "chunk": chunk, "seed": seed}
+        (tmp_path / f"{name}.json").write_text(_json.dumps(
+            {"model": {"ssm": ssm, "blocks": blocks, "loops": loops, "hidden": 64}, "record": rec}))
+        return tmp_path / f"{name}.npz"
+
+    big = {L: save(f"a{L}", L) for L in (1, 2, 4, 8)}
+    small = {L: save(f"b{L}", L, chunk=192) for L in (2, 6)}           # only two loop counts: no family
+    lru = {L: save(f"c{L}", L, ssm="lru", chunk=96) for L in (1, 2, 3)}
+    save("d", 3, blocks=2)                                             # two blocks: never in a family
+    save("e", 3, seed=2)                                               # another seed: another group
+    fams = LP.loop_families(tmp_path)
+    assert [f[1] for f in fams] == [big, lru]                         # larger group first
+    assert fams[0][0] == dict(dataset="D", ssm="s5", reshape="rechunk", chunk=384, hidden=64, seed=1)
+    assert [f[1] for f in LP.loop_families(tmp_path, ssm="lru")] == [lru, big]
+    assert LP.loop_families(tmp_path, min_size=2)[-1][1] == small
