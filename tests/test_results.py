@@ -424,6 +424,16 @@ def test_verdict_borderline_rules():
     df.loc[lr, "test_acc"] -= 0.05
     r = verdict_of(R.verdicts(df, ssms=("s5",), datasets=DATASETS), "C4", "s5")
     assert r["mean_diff"] == pytest.approx(3.0, abs=1e-6) and r["verdict"] == "does not hold"
+    assert r["note"] == ""
+    # C4 when neither change gains alone (looped −2, reshape −1, both −1.5): holds by the rule
+    # (−1.5 ≥ max(−2, −1) − 1), and the row says the rule only bounded the loss
+    df = grid("s5", 0.7, -0.02, -0.01)
+    df.loc[(df["blocks"] == 1) & (df["reshape"] == "concat"), "test_acc"] += 0.015
+    r = verdict_of(R.verdicts(df, ssms=("s5",), datasets=DATASETS), "C4", "s5")
+    assert r["mean_diff"] == pytest.approx(-1.5, abs=1e-6) and r["verdict"] == "holds"
+    assert r["note"].startswith("neither change gained alone (looping -2.00, reshaping -1.00 points)")
+    cv = R.claim_verdicts(df, ssms=("s5",), datasets=DATASETS).set_index("claim")
+    assert "the rule then only bounds the loss" in cv.loc["C4", "evidence"]
 
 
 def test_verdicts_partial_data_lists_missing_and_default_filters():
