@@ -341,17 +341,19 @@ def saved_models(folder, blocks=(1, 2)) -> list[Path]:
     return out
 
 
-def pick_saved(paths, blocks=(1, 2), ssm: str | None = None) -> dict:
+def pick_saved(paths, blocks=(1, 2), ssm: str | None = None, depth: int | None = None) -> dict:
     """One saved model per k in ``blocks``: ``{k: path}``. Prefers a group of files that share data
     set, SSM, reshaping, chunk, hidden size and seed and has every k, so that the models compare like
     with like; otherwise one file for each k. Missing k are left out. Candidates are ranked by
-    ``ssm`` first (models of this SSM), then by recorded validation accuracy (a model that learnt
-    its task over one near chance), then by path."""
+    ``ssm`` first (models of this SSM), then by ``depth`` (models with k·L = depth), then by
+    recorded validation accuracy (a model that learnt its task over one near chance), then by path."""
     metas = {Path(p): json.loads(Path(p).with_suffix(".json").read_text()) for p in paths}
 
     def rank(p):
+        mk = metas[p]["model"]
         val = metas[p].get("record", {}).get("val_acc", -1.0)
-        return (ssm is not None and metas[p]["model"].get("ssm") != ssm, -val, p)
+        return (ssm is not None and mk.get("ssm") != ssm,
+                depth is not None and mk.get("blocks", 1) * mk.get("loops", 1) != depth, -val, p)
 
     order = sorted(metas, key=rank)
     groups, first = {}, {}

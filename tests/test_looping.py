@@ -195,6 +195,13 @@ def test_pick_saved_prefers_matching_groups_and_the_asked_ssm(tmp_path):
     learnt = save("f_s5_k1", "s5", 1, dataset="G", val_acc=0.98)
     assert LP.pick_saved([near_chance, learnt], blocks=(1,)) == {1: learnt}
     assert LP.pick_saved([near_chance, learnt, c_s5], ssm="s5") == {1: learnt, 2: c_s5}
+    # a model of the asked depth (k·L) wins over a better-validated one of another depth
+    shallow = save("g_s5_k1", "s5", 1, dataset="H", val_acc=1.0)
+    meta = _json.loads(shallow.with_suffix(".json").read_text())
+    meta["model"]["loops"] = 2
+    shallow.with_suffix(".json").write_text(_json.dumps(meta))
+    assert LP.pick_saved([learnt, shallow], blocks=(1,)) == {1: shallow}
+    assert LP.pick_saved([learnt, shallow], blocks=(1,), depth=6) == {1: learnt}
 
 
 def test_loop_families_group_one_block_models_that_differ_only_in_loops(tmp_path):
