@@ -216,6 +216,12 @@ def main_table(records, profile: str = "full", datasets=None, ssms=None) -> "pd.
     return pd.DataFrame(rows, columns=cols)
 
 
+def chunk_timesteps(dataset: str, reshape: str, chunk: int) -> int:
+    """A chunk in timesteps per step: ``concat`` chunks are timesteps; a ``rechunk`` row of ``chunk``
+    values holds ``chunk / C`` timesteps' worth (C: the data set's channels, ``DATASETS``)."""
+    return int(chunk) // DATASETS[dataset].channels if reshape == "rechunk" else int(chunk)
+
+
 def coverage(specs, records) -> dict:
     """Which of ``specs`` (a grid) the ``records`` (a DataFrame or an iterable of records) complete.
 

@@ -203,6 +203,7 @@ def test_page(page_name, browser, base_url):
             if control.evaluate("e => e.tagName") == "SELECT":
                 values = control.evaluate("e => Array.from(e.options).map(o => o.value)")
                 current = control.input_value()
+                assert len(values) > 1, f"{page_name}: select {i} offers one option only ({values})"
                 target = next(v for v in values if v != current)
                 control.select_option(target)
             else:

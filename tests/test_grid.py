@@ -190,3 +190,11 @@ def test_coverage_counts_a_configuration_done_only_when_all_its_seeds_are_record
     # another tag, learning rate or size is another configuration
     other = [dict(r, tag="main") for r in keys(a, a.seeds)] + [dict(r, hidden=16) for r in keys(a, a.seeds)]
     assert G.coverage(specs, other)["done"] == []
+
+
+def test_chunk_timesteps_reads_rechunk_rows_in_timesteps():
+    assert G.chunk_timesteps("NATOPS", "rechunk", 384) == 16  # 24 channels
+    assert G.chunk_timesteps("SelfRegulationSCP1", "concat", 16) == 16
+    assert G.chunk_timesteps("NATOPS", "none", 1) == 1
+    assert [G.chunk_timesteps(s.dataset, s.reshape, s.chunk) for s in G.widget_grid("full", ["NATOPS"])][:5] \
+        == list(G.WIDGET_CHUNKS)
