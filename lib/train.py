@@ -471,7 +471,6 @@ class MultiSeedTrainer:
                     best_state = self._shard(_from_host(trees["best"], best_state))
                 self.compile_s, before_s = float(meta["compile_s"]), float(meta["wall_s"])
                 self.segments = meta["segments"] + [dict(step=pg.step, **(note or {}))]
-        self.seed_steps = pg.seed_steps
         show = (not quiet()) if progress is None else progress
         log = not show and os.environ.get("LOOPED_SSM_LOG", "") not in ("", "0")
         t_start = time.perf_counter()
@@ -498,7 +497,6 @@ class MultiSeedTrainer:
                 self.state, self.opt_state, loss_live = fn(*args)
                 pg.step += n
                 pg.seed_steps += n * len(live)
-                self.seed_steps = pg.seed_steps
                 val, test, train, loss = (np.zeros(len(self.padded_seeds)) for _ in range(4))
                 val[live] = self.accuracy(*data["val"], n=len(live))
                 test[live] = self.accuracy(*data["test"], n=len(live))
@@ -530,6 +528,7 @@ class MultiSeedTrainer:
                     if deadline is not None and time.time() + (time.perf_counter() - t_chunk) > deadline:
                         raise Interrupted(checkpoint, pg.step, cfg.max_steps)
         finally:
+            self.seed_steps = pg.seed_steps  # seed-steps computed, all sittings (also when interrupted)
             if bar is not None:
                 bar.close()
         self.wall_s = before_s + time.perf_counter() - t_start  # includes compile_s
