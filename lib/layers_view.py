@@ -15,8 +15,8 @@ Nothing here defines a layer; every function takes the layers of ``lib.ssm`` thr
 * ``decay_time(envelope)`` — the first lag at which an impulse-response envelope falls below 1/e of its peak.
 * ``scan_gap(layer, u)`` — max |parallel − sequential| of a layer on ``u`` (the check that the associative
   scan computes the recurrence).
-* ``time_call(fn, *args, repeats)`` — compile once, then the median wall time of ``repeats`` calls.
-* ``kernel_widgets()`` — whether a chapter should build ipywidgets (``lib.viz.has_kernel_widgets()``).
+
+Timings are ``lib.bench.time_call``; whether to build ipywidgets is ``lib.viz.has_kernel_widgets``.
 """
 from __future__ import annotations
 
@@ -27,7 +27,6 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from lib.bench import time_call  # noqa: F401  (re-exported for the chapters)
 from lib.ssm import make_ssm
 
 #: the knob each SSM exposes for its memory timescale (what ``timescale_layer`` sets)
@@ -137,10 +136,3 @@ def scan_gap(layer, u) -> dict:
     gap, scale = float(np.max(np.abs(y_par - y_seq))), float(np.max(np.abs(y_seq)))
     return {"max_abs_diff": gap, "max_abs_y": scale, "relative": gap / scale if scale else 0.0}
 
-
-def kernel_widgets() -> bool:
-    """True when a chapter should build ipywidgets whose callbacks run Python: ``lib.viz.has_kernel_widgets()``
-    (a live kernel driven by a person, not a batch executor such as papermill; ipywidgets importable)."""
-    from lib import viz
-
-    return viz.has_kernel_widgets()

@@ -652,10 +652,11 @@ def paired_differences(df: pd.DataFrame, a: Mapping, b: Mapping, *, on=None,
     return m[cols].sort_values(on).reset_index(drop=True)
 
 
-def per_dataset_comparison(pairs: pd.DataFrame, *, ddof: int = 0) -> pd.DataFrame:
-    """From ``paired_differences`` output: per data set (and SSM) the mean ± std over seeds of
-    side a, side b and the paired difference, in points, with the number of paired seeds."""
-    keys = [k for k in ("dataset", "ssm") if k in pairs.columns]
+def per_dataset_comparison(pairs: pd.DataFrame, *, by=("dataset", "ssm"), ddof: int = 0) -> pd.DataFrame:
+    """From ``paired_differences`` output: per data set and SSM (or per ``by``, e.g. adding
+    ``reshape`` and ``chunk`` to compare at each input) the mean ± std over seeds of side a, side b
+    and the paired difference, in points, with the number of paired seeds."""
+    keys = [k for k in by if k in pairs.columns]
     cols = keys + ["n_seeds", "a_mean", "a_std", "b_mean", "b_std", "diff_mean", "diff_std"]
     if pairs.empty:
         return pd.DataFrame(columns=cols)

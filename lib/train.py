@@ -230,15 +230,15 @@ class _Progress:
     live: np.ndarray  # the padded-seed indices whose states are in the program
     rngs: list  # one batch-order generator per padded seed
     carries: list  # the rest of each padded seed's current epoch
+    best_val: np.ndarray  # per seed, from here on
+    test_at_best: np.ndarray
+    train_at_best: np.ndarray
+    best_step: np.ndarray
+    bad_evals: np.ndarray
+    stopped_at: np.ndarray  # -1 while training
+    history: list
     step: int = 0
     seed_steps: int = 0
-    best_val: np.ndarray = None
-    test_at_best: np.ndarray = None
-    train_at_best: np.ndarray = None
-    best_step: np.ndarray = None
-    bad_evals: np.ndarray = None
-    stopped_at: np.ndarray = None  # -1 while training
-    history: list = None
 
     FLOATS = ("best_val", "test_at_best", "train_at_best")
     INTS = ("best_step", "bad_evals", "stopped_at")

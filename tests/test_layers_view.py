@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from lib import layers_view
+from lib import bench, layers_view, viz
 from lib.ssm import SSM_NAMES
 
 H, P, T = 4, 8, 64
@@ -62,16 +62,19 @@ def test_decay_time():
     assert math.isinf(layers_view.decay_time(np.ones(10)))
 
 
-def test_scan_gap_and_time_call():
+def test_scan_gap():
     layer = layers_view.timescale_layer("s5", H, 2 * P, 10.0)
     u = np.random.default_rng(0).normal(size=(T, H)).astype(np.float32)
     gap = layers_view.scan_gap(layer, u)
     assert gap["max_abs_diff"] < 1e-5 and gap["max_abs_y"] > 0
-    timing = layers_view.time_call(lambda x: x * 2, np.ones(3), repeats=2)
+
+
+def test_time_call():
+    timing = bench.time_call(lambda x: x * 2, np.ones(3), repeats=2)
     assert set(timing) == {"first", "median", "best"} and timing["best"] >= 0
     with pytest.raises(ValueError):
-        layers_view.time_call(lambda: None, repeats=0)
+        bench.time_call(lambda: None, repeats=0)
 
 
-def test_kernel_widgets_false_outside_a_kernel():
-    assert layers_view.kernel_widgets() is False
+def test_no_kernel_widgets_outside_a_kernel():
+    assert viz.has_kernel_widgets() is False

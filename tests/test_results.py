@@ -317,6 +317,18 @@ def test_paired_differences_over_reshape_frees_chunk():
     assert (p["chunk_a"].iloc[0], p["chunk_b"].iloc[0]) == (4, 1)
 
 
+def test_per_dataset_comparison_by_input_keeps_chunks_apart():
+    rows = [dict(seed=s, reshape="rechunk", chunk=c, blocks=b, loops=l, test_acc=acc)
+            for s in (1, 2) for c, looped, standard in ((8, 0.90, 0.80), (16, 0.70, 0.75))
+            for b, l, acc in ((1, 6, looped), (6, 1, standard))]
+    p = R.paired_differences(frame(rows), a=dict(blocks=1, loops=6), b=dict(blocks=6, loops=1))
+    per = R.per_dataset_comparison(p, by=("dataset", "ssm", "reshape", "chunk"))
+    assert per["chunk"].tolist() == [8, 16] and per["n_seeds"].tolist() == [2, 2]
+    assert per["diff_mean"].tolist() == pytest.approx([10.0, -5.0])
+    pooled = R.per_dataset_comparison(p)
+    assert len(pooled) == 1 and pooled.iloc[0]["diff_mean"] == pytest.approx(2.5)
+
+
 def test_best_by_validation_picks_by_val_not_test():
     df = frame([dict(seed=s, reshape="concat", chunk=c, val_acc=v, test_acc=t)
                 for s in (1, 2) for c, v, t in ((4, 0.9, 0.5), (8, 0.6, 0.99))])
