@@ -218,8 +218,17 @@ def main_table(records, profile: str = "full", datasets=None, ssms=None) -> "pd.
 
 def chunk_timesteps(dataset: str, reshape: str, chunk: int) -> int:
     """A chunk in timesteps per step: ``concat`` chunks are timesteps; a ``rechunk`` row of ``chunk``
-    values holds ``chunk / C`` timesteps' worth (C: the data set's channels, ``DATASETS``)."""
-    return int(chunk) // DATASETS[dataset].channels if reshape == "rechunk" else int(chunk)
+    values holds ``chunk / C`` timesteps' worth (C: the data set's channels, ``DATASETS``).
+
+    A rechunk row that is not a whole number of timesteps (NATOPS's main-grid candidate 36 is 1.5
+    of its 24-channel timesteps) has no such reading: that is a ``ValueError``, not a rounded count."""
+    if reshape != "rechunk":
+        return int(chunk)
+    channels = DATASETS[dataset].channels
+    if int(chunk) % channels:
+        raise ValueError(f"rechunk chunk {chunk} is not a whole number of {dataset} timesteps "
+                         f"({channels} channels each); it cannot be read as timesteps per step")
+    return int(chunk) // channels
 
 
 def coverage(specs, records) -> dict:

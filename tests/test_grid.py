@@ -198,3 +198,9 @@ def test_chunk_timesteps_reads_rechunk_rows_in_timesteps():
     assert G.chunk_timesteps("NATOPS", "none", 1) == 1
     assert [G.chunk_timesteps(s.dataset, s.reshape, s.chunk) for s in G.widget_grid("full", ["NATOPS"])][:5] \
         == list(G.WIDGET_CHUNKS)
+
+
+def test_chunk_timesteps_refuses_a_row_that_is_not_whole_timesteps():
+    # NATOPS's main-grid candidate 36 is 1.5 of its 24-channel timesteps: no rounded reading
+    with pytest.raises(ValueError, match="not a whole number of NATOPS timesteps"):
+        G.chunk_timesteps("NATOPS", "rechunk", 36)
