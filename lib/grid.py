@@ -11,6 +11,12 @@
 ``widget``— s5, blocks 1, loops ∈ {1, 2, 3, 4, 6, 8} × chunk ∈ {1, 2, 4, 8, 16} on one low- and one
             high-dimensional set: the grid behind the Experiments chapter's sliders.
 
+A configuration of the widget or lr grid that is also a main-grid configuration (the widget grid's
+looped 1×6 cells, the lr grid's default-rate cells) is the same training: it is not trained again
+when the main grid's records (``data/results/main-<profile>.jsonl``) hold it, and the book reads it
+from there (``records_for``). The main grid keeps the seed-0 models of those cells (in
+``data/params``, or ``--save-params DIR``) for the book's analyses of trained looped models.
+
 The ``smoke`` profile shrinks every grid (depth 2, H = P = 16, two seeds, a few hundred steps, the
 short sets) so it finishes in minutes on a 2-core CPU; its numbers are pipeline checks, not results.
 Records already in the output file are skipped, so an interrupted grid resumes where it stopped.
@@ -30,9 +36,10 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from lib import results as R
-from lib.run import RunSpec, run, strip_flag
+from lib.run import REPO, RunSpec, run, strip_flag
 
 
 @dataclasses.dataclass(frozen=True)
@@ -231,13 +238,67 @@ def chunk_timesteps(dataset: str, reshape: str, chunk: int) -> int:
     return int(chunk) // channels
 
 
+#: the grid whose records another grid's configuration reuses when it is the same training
+SHARED_FROM = R.MAIN_TAG
+
+
+def _rows(records) -> list:
+    return records.to_dict("records") if hasattr(records, "to_dict") else list(records)
+
+
+def _shared_index(rows: list) -> dict:
+    """``lib.results.training_key`` → index of the first main-grid (tag ``SHARED_FROM``) record of
+    ``rows`` with it. Records without training settings (MiniRocket) have no such key."""
+    index = {}
+    for i, r in enumerate(rows):
+        if r.get("tag") == SHARED_FROM:
+            try:
+                index.setdefault(R.training_key(r), i)
+            except ValueError:
+                continue
+    return index
+
+
+def main_trainings(records) -> set:
+    """The trainings (``lib.results.training_key``) that the main-grid records among ``records`` (a
+    DataFrame or an iterable of records) hold: what the other grids reuse instead of training again."""
+    return set(_shared_index(_rows(records)))
+
+
+def records_for(specs, records) -> "pd.DataFrame":
+    """The records (a DataFrame or an iterable of records) of ``specs`` (a grid), one per
+    configuration and seed, as that grid sees them.
+
+    A record counts when it has the spec's ``record_key``, or, failing that, when it is a main-grid
+    record of the same training (``lib.results.training_key``): the widget grid's looped 1×6 cells
+    and the lr grid's default-rate cells are main-grid configurations, trained once. Such a record
+    comes with the spec's ``tag`` and keeps its own in ``recorded_tag``; nothing else changes."""
+    import pandas as pd
+
+    df = records if isinstance(records, pd.DataFrame) else pd.DataFrame(list(records))
+    rows = _rows(df)
+    own = {}
+    for i, r in enumerate(rows):
+        own.setdefault(R.record_key(r), i)
+    shared = _shared_index(rows)
+    picked = []
+    for spec in specs:
+        for seed in spec.seeds:
+            i = own.get(R.record_key(spec.key_fields(seed)))
+            if i is None:
+                i = shared.get(R.training_key(spec.training_fields(seed)))
+            if i is not None:
+                picked.append(dict(rows[i], tag=spec.tag, recorded_tag=rows[i]["tag"]))
+    return pd.DataFrame(picked, columns=list(df.columns) + ["recorded_tag"])
+
+
 def coverage(specs, records) -> dict:
     """Which of ``specs`` (a grid) the ``records`` (a DataFrame or an iterable of records) complete.
 
-    A configuration is done when every one of its seeds has a record. Returns ``done`` and
-    ``missing`` (lists of specs, in grid order) and ``runs`` / ``runs_total`` (seeds recorded / asked)."""
-    rows = records.to_dict("records") if hasattr(records, "to_dict") else list(records)
-    have = {R.record_key(r) for r in rows}
+    A configuration is done when every one of its seeds has a record (its own, or the main grid's
+    record of the same training: ``records_for``). Returns ``done`` and ``missing`` (lists of specs,
+    in grid order) and ``runs`` / ``runs_total`` (seeds recorded / asked)."""
+    have = {R.record_key(r) for r in records_for(specs, records).to_dict("records")}
     done, missing_, runs, total = [], [], 0, 0
     for spec in specs:
         n = sum(R.record_key(spec.key_fields(s)) in have for s in spec.seeds)
@@ -302,7 +363,8 @@ def main(argv=None) -> int:
                    help="default: data/results/<grid>-<profile>.jsonl ($LOOPED_SSM_RESULTS_DIR replaces data/results)")
     p.add_argument("--save-params", default=None, metavar="DIR",
                    help="save the first seed's trained model state of every one-block model "
-                        "(default for the widget grid: data/params)")
+                        "(default data/params for the widget grid, and for the main grid, which "
+                        "saves only the widget grid's models it trains)")
     p.add_argument("--workers", type=int, default=1,
                    help="run N shards as parallel subprocesses sharing the output file (and the GPU)")
     p.add_argument("--shard", default=None, metavar="I/N", help="run every N-th configuration from the I-th")
@@ -358,6 +420,12 @@ def main(argv=None) -> int:
 
     t0 = time.perf_counter()
     deadline = None if a.budget_min is None else time.time() + 60 * a.budget_min
+    widget_models = {R.training_key(s.training_fields(s.seeds[0])) for s in widget_grid(a.profile)}
+    trained = frozenset()
+    if a.grid != "main":  # its main-grid configurations are read from the main grid's records
+        trained = frozenset(main_trainings(R.iter_records(
+            sorted({REPO / "data" / "results" / f"main-{a.profile}.jsonl", Path(default_out("main", a.profile)).resolve()}),
+            validate=False)))
 
     def budget_reached(i: int, what: str = "") -> int:
         left = len(R.missing([s.key_fields(x) for s in specs[i - 1:] for x in s.seeds], out))
@@ -369,18 +437,22 @@ def main(argv=None) -> int:
         if deadline is not None and time.time() >= deadline:
             return budget_reached(i)
         save = a.save_params
-        if save is None and a.grid == "widget":
+        if save is None and a.grid in ("widget", "main"):
             save = "data/params"
+        if a.grid == "main" and R.training_key(spec.training_fields(spec.seeds[0])) not in widget_models:
+            save = None  # the main grid keeps only the models the widget grid reads from it
         try:
             recs = run(spec, out, save_params=save if (spec.blocks == 1 and save) else None,
-                       command=grid_command(a.grid, a.profile, a.out), deadline=deadline)
+                       command=grid_command(a.grid, a.profile, a.out), deadline=deadline, trained=trained)
         except (ValueError, FileNotFoundError) as e:
             print(f"error in {spec.command(out)}: {e}", file=sys.stderr)
             return 2
         except Interrupted as e:
             return budget_reached(i, f"{spec.dataset} {spec.ssm} {spec.blocks}x{spec.loops} "
                                      f"{spec.reshape}/{spec.chunk} {e}; ")
-        status = "skipped (recorded)" if not recs else " ".join(f"{r['test_acc'] * 100:.1f}" for r in recs)
+        shared = all(R.training_key(spec.training_fields(x)) in trained for x in spec.seeds)
+        status = (" ".join(f"{r['test_acc'] * 100:.1f}" for r in recs) if recs else
+                  "skipped (the main grid's records hold this training)" if shared else "skipped (recorded)")
         print(f"[{i}/{len(specs)}{where} {time.perf_counter() - t0:.0f}s] {spec.dataset} {spec.ssm} "
               f"{spec.blocks}x{spec.loops} {spec.reshape}/{spec.chunk} lr={spec.train_config().lr:g}: {status}",
               flush=True)

@@ -68,7 +68,7 @@ __all__ = [
     "FIELDS", "KEY_FIELDS", "VERSION_KEYS", "RESHAPES", "ORDERS", "PROTOCOLS", "PROFILES",
     "BASELINE_SSMS", "PAPER_SSMS", "DEFAULT_DATASETS", "MAIN_TAG", "DEFAULT_WHERE", "RULES",
     "C1_MIN_DIFF", "C3_MIN_GAIN", "C4_SLACK", "CI_LEVEL", "N_BOOT", "MIN_DATASETS_FOR_CI",
-    "record_key", "validate_record", "normalize_record", "provenance",
+    "TRAINING_FIELDS", "record_key", "training_key", "validate_record", "normalize_record", "provenance",
     "append_records", "read_records", "iter_records", "done_keys", "missing",
     "select", "summarize", "best_by_validation", "paired_differences", "per_dataset_comparison",
     "bootstrap_ci", "stratified_bootstrap_ci", "claim_pairs", "verdicts", "claim_verdicts", "default_command", "published_numbers",
@@ -157,12 +157,26 @@ def _is_real(v) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
 
 
+def _bool_key(v) -> bool:
+    if not isinstance(v, (bool, np.bool_)):
+        raise ValueError(f"not a bool: {v!r}")  # bool("False") or bool(nan) would read True
+    return bool(v)
+
+
 def _lr_key(v) -> float:
     return float(f"{float(v):.6g}")  # robust to float32 round-trips
 
 
-_KEY_CAST = {f: str for f in KEY_FIELDS}
-_KEY_CAST.update({f: int for f in ("blocks", "loops", "chunk", "seed", "hidden", "state")})
+#: what makes two records the same training whichever grid asked for it: the key without ``tag``,
+#: plus the recorded settings that ``KEY_FIELDS`` leave out (a grid could vary them)
+TRAINING_FIELDS = tuple(f for f in KEY_FIELDS if f != "tag") + (
+    "profile", "time_channel", "standardize", "input_injection", "batch_size", "max_steps", "eval_every",
+    "patience")
+
+_KEY_CAST = {f: str for f in KEY_FIELDS + TRAINING_FIELDS}
+_KEY_CAST.update({f: int for f in ("blocks", "loops", "chunk", "seed", "hidden", "state", "batch_size",
+                                   "max_steps", "eval_every", "patience")})
+_KEY_CAST.update({f: _bool_key for f in ("time_channel", "standardize", "input_injection")})
 _KEY_CAST["lr"] = _lr_key
 
 
@@ -180,20 +194,31 @@ def _get(obj, name):
     raise KeyError(name)
 
 
-def record_key(rec) -> tuple:
-    """The tuple of ``KEY_FIELDS`` of a record, a config dict, a DataFrame row or an object with
-    those attributes; values are normalised (ints, ``lr`` to 6 significant digits, strings)."""
+def _key(rec, fields, what: str) -> tuple:
     out = []
-    for f in KEY_FIELDS:
+    for f in fields:
         try:
             v = _get(rec, f)
         except KeyError:
-            raise ValueError(f"record has no key field {f!r}") from None
+            raise ValueError(f"record has no {what} field {f!r}") from None
         try:
             out.append(_KEY_CAST[f](v))
         except (TypeError, ValueError):
-            raise ValueError(f"key field {f!r} has a bad value {v!r}") from None
+            raise ValueError(f"{what} field {f!r} has a bad value {v!r}") from None
     return tuple(out)
+
+
+def record_key(rec) -> tuple:
+    """The tuple of ``KEY_FIELDS`` of a record, a config dict, a DataFrame row or an object with
+    those attributes; values are normalised (ints, ``lr`` to 6 significant digits, strings)."""
+    return _key(rec, KEY_FIELDS, "key")
+
+
+def training_key(rec) -> tuple:
+    """The tuple of ``TRAINING_FIELDS`` of a record (or config): equal for two runs of the same
+    training that different grids asked for under different tags. ``ValueError`` when a field is
+    missing or bad (a MiniRocket record, say, has no training settings)."""
+    return _key(rec, TRAINING_FIELDS, "training")
 
 
 def normalize_record(rec: Mapping) -> dict:

@@ -71,6 +71,15 @@ class RunSpec:
                     reshape=self.reshape, chunk=self.chunk, order=self.order, protocol=self.protocol,
                     seed=int(seed), lr=cfg.lr, hidden=self.hidden, state=self.state, tag=self.tag)
 
+    def training_fields(self, seed: int) -> dict:
+        """``key_fields`` plus the settings a record carries that ``lib.results.training_key``
+        compares (two grids' specs with equal training keys train the same model)."""
+        cfg = self.train_config()
+        return dict(self.key_fields(seed), profile=self.profile, time_channel=self.time_channel,
+                    standardize=self.standardize, input_injection=self.input_injection,
+                    batch_size=cfg.batch_size, max_steps=cfg.max_steps, eval_every=cfg.eval_every,
+                    patience=cfg.patience)
+
     def command(self, out: str | None = None) -> str:
         """The ``python -m lib.run`` command line that runs exactly this configuration."""
         args = ["python", "-m", "lib.run", "--dataset", self.dataset, "--ssm", self.ssm,
@@ -168,23 +177,25 @@ def checkpoint_path(spec: RunSpec, folder: str | Path | None = None) -> Path:
 
 def run(spec: RunSpec, out: str | Path | None = None, *, data_folder=None, save_params: str | Path | None = None,
         progress=None, command: str | None = None, checkpoint: str | Path | bool | None = True,
-        deadline: float | None = None) -> list[dict]:
+        deadline: float | None = None, trained: set | frozenset = frozenset()) -> list[dict]:
     """Train ``spec`` on every seed not yet in ``out`` (all in one program) and append their records.
 
     ``checkpoint``: True (default) keeps progress in ``checkpoint_path(spec)``, a path puts it
     there, False/None keeps none. ``deadline`` (``time.time()``): stop at the last evaluation
     before it and raise ``lib.train.Interrupted`` (the checkpoint holds the progress).
+    ``trained``: ``lib.results.training_key`` s recorded elsewhere (another grid's records of the
+    same training, see ``lib.grid.records_for``); those seeds are not trained again.
     Returns the new records (an empty list when every seed was already recorded)."""
     from lib import results as Rs
     from lib.train import default_mode, device_name, train_seeds
 
     cfg = spec.train_config()  # validates the optimisation settings before anything runs
-    todo = list(spec.seeds)
+    todo = [s for s in spec.seeds if Rs.training_key(spec.training_fields(s)) not in trained]
     if out is not None:
         done = Rs.done_keys(out)
-        todo = [s for s in spec.seeds if Rs.record_key(spec.key_fields(s)) not in done]
-        if not todo:
-            return []
+        todo = [s for s in todo if Rs.record_key(spec.key_fields(s)) not in done]
+    if not todo:
+        return []
     spec_todo = dataclasses.replace(spec, seeds=tuple(todo))
     ds, splits = load_splits(spec_todo, data_folder)
     x0 = splits[0].X_train

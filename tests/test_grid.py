@@ -204,3 +204,61 @@ def test_chunk_timesteps_refuses_a_row_that_is_not_whole_timesteps():
     # NATOPS's main-grid candidate 36 is 1.5 of its 24-channel timesteps: no rounded reading
     with pytest.raises(ValueError, match="not a whole number of NATOPS timesteps"):
         G.chunk_timesteps("NATOPS", "rechunk", 36)
+
+
+def _as_records(spec, template, **kw):
+    return [dict(template, **spec.training_fields(s), **kw) for s in spec.seeds]
+
+
+def test_records_for_reads_a_main_grid_training_as_the_widget_cell_it_also_is():
+    import dataclasses
+
+    template = json.loads((REPO / "data/results/baseline.jsonl").read_text().splitlines()[0])
+    specs = G.widget_grid("full", ["SelfRegulationSCP1"])
+    cell = next(s for s in specs if s.loops == 6 and s.reshape == "concat" and s.chunk == 16)
+    recs = _as_records(dataclasses.replace(cell, tag="main"), template, test_acc=0.9, val_acc=0.9)
+    got = G.records_for(specs, pd.DataFrame(recs))
+    assert len(got) == 5 and set(got["tag"]) == {"widget"} and set(got["recorded_tag"]) == {"main"}
+    assert got["test_acc"].tolist() == [0.9] * 5
+    assert G.coverage(specs, recs)["done"] == [cell]
+    # the widget grid's own record of a seed wins over the main grid's
+    got = G.records_for(specs, pd.DataFrame(recs + [dict(recs[0], tag="widget", test_acc=0.5)]))
+    assert len(got) == 5 and (got["recorded_tag"] == "widget").sum() == 1 and got["test_acc"].min() == 0.5
+    # another training, or another grid than main, is not reused
+    for change in (dict(lr=1e-2), dict(profile="smoke"), dict(time_channel=True), dict(max_steps=100),
+                   dict(hidden=16), dict(tag="lr-select")):
+        assert G.records_for(specs, pd.DataFrame([dict(r, **change) for r in recs])).empty, change
+    assert G.records_for(specs, []).empty and "recorded_tag" in G.records_for(specs, []).columns
+
+
+def test_the_lr_grid_reads_its_default_rate_cells_from_the_main_grid():
+    template = json.loads((REPO / "data/results/baseline.jsonl").read_text().splitlines()[0])
+    standard = G.main_grid("full", ["SelfRegulationSCP1"], ["s5"])[0]
+    assert (standard.blocks, standard.loops, standard.reshape, standard.lr) == (6, 1, "none", None)
+    got = G.records_for(G.lr_grid("full", ["SelfRegulationSCP1"], ["s5"]), _as_records(standard, template))
+    assert len(got) == 5 and set(got["lr"]) == {1e-3} and set(got["tag"]) == {"lr-select"}
+    assert set(zip(got["blocks"], got["loops"])) == {(6, 1)}
+
+
+def test_run_does_not_train_seeds_another_grid_has_trained(tmp_path):
+    from lib import run as Run
+
+    spec = G.widget_grid("smoke", ["NATOPS"])[0]
+    trained = {R.training_key(spec.training_fields(s)) for s in spec.seeds}
+    assert Run.run(spec, tmp_path / "o.jsonl", trained=trained) == []  # returns before loading any data
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+@pytest.mark.skipif(not _have("NATOPS"), reason="NATOPS not in the shared data")
+def test_widget_grid_skips_the_trainings_the_main_grid_recorded(tmp_path, monkeypatch, capsys):
+    import dataclasses
+
+    template = json.loads((REPO / "data/results/baseline.jsonl").read_text().splitlines()[0])
+    monkeypatch.setenv("LOOPED_SSM_RESULTS_DIR", str(tmp_path))
+    specs = G.widget_grid("smoke", ["NATOPS"])
+    recs = [r for s in specs for r in _as_records(dataclasses.replace(s, tag="main"), template)]
+    (tmp_path / "main-smoke.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    assert G.main(["--grid", "widget", "--profile", "smoke", "--datasets", "NATOPS"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("skipped (the main grid's records hold this training)") == len(specs), out
+    assert not (tmp_path / "widget-smoke.jsonl").exists()

@@ -32,7 +32,7 @@ dirty=0; [ -z "$(git status --porcelain --untracked-files=no)" ] || dirty=1  # a
 sha=$(git rev-parse HEAD)
 out=$grid-full.jsonl
 params=""
-[ "$grid" = widget ] && params=" --save-params \$OUT/params; tar -czf \$OUT/params.tgz -C \$OUT params && rm -rf \$OUT/params"
+[ "$grid" = lr ] || params=" --save-params \$OUT/params; mkdir -p \$OUT/params; tar -czf \$OUT/params.tgz -C \$OUT params && rm -rf \$OUT/params"
 cat <<MSG
 .data/uea: $(ls .data/uea | wc -l) files, $(du -sh .data | cut -f1)
 .ckpt: $(ls .ckpt | wc -l) unfinished configurations
@@ -42,5 +42,5 @@ then, here:
   .venv/bin/python -m lib.results merge <files_at>/$out --into data/results/$out
   rm -f .ckpt/*.npz; cp <files_at>/ckpt/*.npz .ckpt/ 2>/dev/null   # the configurations still unfinished
 MSG
-[ "$grid" = widget ] && echo "  tar -xzf <files_at>/params.tgz -C data   # seed-0 looped models -> data/params/"
+[ "$grid" = lr ] || echo "  tar -xzf <files_at>/params.tgz -C data   # seed-0 looped models -> data/params/"
 exit 0
