@@ -288,8 +288,8 @@ def records_for(specs, records) -> "pd.DataFrame":
             if i is None:
                 i = shared.get(R.training_key(spec.training_fields(seed)))
             if i is not None:
-                picked.append(dict(rows[i], tag=spec.tag, recorded_tag=rows[i]["tag"]))
-    return pd.DataFrame(picked, columns=list(df.columns) + ["recorded_tag"])
+                picked.append(dict(rows[i], tag=spec.tag, recorded_tag=rows[i].get("recorded_tag", rows[i]["tag"])))
+    return pd.DataFrame(picked, columns=list(dict.fromkeys([*df.columns, "recorded_tag"])))
 
 
 def coverage(specs, records) -> dict:

@@ -229,6 +229,8 @@ def test_records_for_reads_a_main_grid_training_as_the_widget_cell_it_also_is():
                    dict(hidden=16), dict(tag="lr-select")):
         assert G.records_for(specs, pd.DataFrame([dict(r, **change) for r in recs])).empty, change
     assert G.records_for(specs, []).empty and "recorded_tag" in G.records_for(specs, []).columns
+    again = G.records_for(specs, G.records_for(specs, pd.DataFrame(recs)))  # a view read as records again
+    assert list(again.columns).count("recorded_tag") == 1 and set(again["recorded_tag"]) == {"main"}
 
 
 def test_the_lr_grid_reads_its_default_rate_cells_from_the_main_grid():
