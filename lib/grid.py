@@ -288,7 +288,8 @@ def records_for(specs, records) -> "pd.DataFrame":
             if i is None:
                 i = shared.get(R.training_key(spec.training_fields(seed)))
             if i is not None:
-                picked.append(dict(rows[i], tag=spec.tag, recorded_tag=rows[i].get("recorded_tag", rows[i]["tag"])))
+                first_tag = rows[i].get("recorded_tag", rows[i]["tag"])
+                picked.append(dict(rows[i], tag=spec.tag, recorded_tag=first_tag))
     return pd.DataFrame(picked, columns=list(dict.fromkeys([*df.columns, "recorded_tag"])))
 
 
@@ -423,9 +424,8 @@ def main(argv=None) -> int:
     widget_models = {R.training_key(s.training_fields(s.seeds[0])) for s in widget_grid(a.profile)}
     trained = frozenset()
     if a.grid != "main":  # its main-grid configurations are read from the main grid's records
-        trained = frozenset(main_trainings(R.iter_records(
-            sorted({REPO / "data" / "results" / f"main-{a.profile}.jsonl", Path(default_out("main", a.profile)).resolve()}),
-            validate=False)))
+        main_files = {REPO / "data" / "results" / f"main-{a.profile}.jsonl", Path(default_out("main", a.profile)).resolve()}
+        trained = frozenset(main_trainings(R.iter_records(sorted(main_files), validate=False)))
 
     def budget_reached(i: int, what: str = "") -> int:
         left = len(R.missing([s.key_fields(x) for s in specs[i - 1:] for x in s.seeds], out))
