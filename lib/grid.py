@@ -238,20 +238,16 @@ def chunk_timesteps(dataset: str, reshape: str, chunk: int) -> int:
     return int(chunk) // channels
 
 
-#: the grid whose records another grid's configuration reuses when it is the same training
-SHARED_FROM = R.MAIN_TAG
-
-
 def _rows(records) -> list:
     return records.to_dict("records") if hasattr(records, "to_dict") else list(records)
 
 
 def _shared_index(rows: list) -> dict:
-    """``lib.results.training_key`` → index of the first main-grid (tag ``SHARED_FROM``) record of
+    """``lib.results.training_key`` → index of the first main-grid (tag ``lib.results.MAIN_TAG``) record of
     ``rows`` with it. Records without training settings (MiniRocket) have no such key."""
     index = {}
     for i, r in enumerate(rows):
-        if r.get("tag") == SHARED_FROM:
+        if r.get("tag") == R.MAIN_TAG:
             try:
                 index.setdefault(R.training_key(r), i)
             except ValueError:
@@ -421,7 +417,8 @@ def main(argv=None) -> int:
 
     t0 = time.perf_counter()
     deadline = None if a.budget_min is None else time.time() + 60 * a.budget_min
-    widget_models = {R.training_key(s.training_fields(s.seeds[0])) for s in widget_grid(a.profile)}
+    widget_models = ({R.training_key(s.training_fields(s.seeds[0])) for s in widget_grid(a.profile)}
+                     if a.grid == "main" else set())
     trained = frozenset()
     if a.grid != "main":  # its main-grid configurations are read from the main grid's records
         main_files = {REPO / "data" / "results" / f"main-{a.profile}.jsonl", Path(default_out("main", a.profile)).resolve()}
