@@ -19,6 +19,13 @@ Schema
     and are carried through to the DataFrame. ``versions`` is a dict with at least the keys of
     ``VERSION_KEYS``; ``read_records`` flattens it to columns ``versions_jax``, ``versions_numpy``, ...
 
+    The extra fields ``lib.run`` writes describe what the model saw, *after* the data pipeline:
+    ``seq_len`` and ``in_features`` are the model input's length and width once reshaped (SCP1 at
+    concat/16: 56 × 96, not the raw 896 × 6), ``n_train`` / ``n_val`` / ``n_test`` the split sizes,
+    ``data_source`` the file(s) read, ``pipeline`` every step from file to input (its ``raw_shape``
+    is the shape before reshaping), and ``segments`` one entry per training segment (a run resumed
+    from a checkpoint has two or more, each with its commit, device and start time).
+
     The MiniRocket baseline (``lib.baseline``) fills the same schema with ``ssm="minirocket"``,
     ``blocks = loops = depth = 0``, ``reshape="none"``, ``chunk=1``, ``lr=0.0``, ``state=0``,
     ``hidden`` = the number of MiniRocket features, ``params_total`` = the number of ridge
