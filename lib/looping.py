@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from pathlib import Path
 
 import jax
@@ -377,9 +378,12 @@ def loop_families(folder, *, ssm: str | None = None, min_size: int = 3) -> list[
     """Saved one-block models that differ only in the loop count L they were trained with.
 
     Groups the models in ``folder`` by data set, SSM, reshaping, chunk, hidden size and seed and
-    returns ``[(key, {L: path})]`` for the groups with at least ``min_size`` loop counts: the models of
-    ``ssm`` first, then larger groups, then by key. The widget grid saves such families (seed 0 of
-    looped S5 at loops 1, 2, 3, 4, 6, 8 for every chunk)."""
+    returns ``[(key, {L: path})]`` for the groups with at least ``min_size`` loop counts, in this order:
+    the models of ``ssm`` first; then by data set (alphabetically); within a data set, larger groups
+    first, then no reshaping before any reshaping, then by reshaping name, chunk (numerically), hidden
+    size and seed. So the first family of each data set is its largest, and chunks read 48, 96, 192
+    (not 192, 48, 96). The widget grid saves such families (seed 0 of looped S5 at loops 1, 2, 3, 4,
+    6, 8 for every chunk)."""
     groups = {}
     for npz in sorted(Path(folder).glob("*.npz")):
         meta_path = npz.with_suffix(".json")
@@ -393,4 +397,16 @@ def loop_families(folder, *, ssm: str | None = None, min_size: int = 3) -> list[
                    chunk=rec.get("chunk"), hidden=mk.get("hidden"), seed=rec.get("seed"))
         groups.setdefault(tuple(key.items()), {}).setdefault(int(mk.get("loops", 1)), npz)
     fams = [(dict(k), dict(sorted(v.items()))) for k, v in groups.items() if len(v) >= min_size]
-    return sorted(fams, key=lambda f: (ssm is not None and f[0]["ssm"] != ssm, -len(f[1]), str(f[0])))
+
+    def order(fam):
+        k, members = fam
+        return (ssm is not None and k["ssm"] != ssm, str(k["dataset"]), -len(members),
+                k["reshape"] not in (None, "none"), str(k["reshape"]), _num(k["chunk"]),
+                _num(k["hidden"]), _num(k["seed"]), str(k["ssm"]))
+
+    return sorted(fams, key=order)
+
+
+def _num(v) -> float:
+    """A sort key for an optional number (missing first)."""
+    return -math.inf if v is None else float(v)

@@ -224,3 +224,25 @@ def test_loop_families_group_one_block_models_that_differ_only_in_loops(tmp_path
     assert fams[0][0] == dict(dataset="D", ssm="s5", reshape="rechunk", chunk=384, hidden=64, seed=1)
     assert [f[1] for f in LP.loop_families(tmp_path, ssm="lru")] == [lru, big]
     assert LP.loop_families(tmp_path, min_size=2)[-1][1] == small
+
+
+def test_loop_families_order_is_the_stated_rule_not_the_keys_text(tmp_path):
+    import json as _json
+
+    def family(dataset, reshape, chunk, loops=(1, 2, 3)):
+        for L in loops:
+            name = f"{dataset}_{reshape}_{chunk}_{L}"
+            (tmp_path / f"{name}.npz").write_bytes(b"")
+            rec = {"dataset": dataset, "reshape": reshape, "chunk": chunk, "seed": 0}
+            (tmp_path / f"{name}.json").write_text(_json.dumps(
+                {"model": {"ssm": "s5", "blocks": 1, "loops": L, "hidden": 64}, "record": rec}))
+
+    for chunk in (192, 48, 384, 96):
+        family("N", "rechunk", chunk)
+    family("N", "none", 1)
+    family("A", "concat", 16)
+    family("A", "concat", 8, loops=(1, 2, 3, 4))                      # larger: first of its data set
+    got = [(k["dataset"], k["reshape"], k["chunk"]) for k, _ in LP.loop_families(tmp_path)]
+    # by data set; largest first; no reshaping first; chunks numerically (str order: 192, 384, 48, 96)
+    assert got == [("A", "concat", 8), ("A", "concat", 16), ("N", "none", 1), ("N", "rechunk", 48),
+                   ("N", "rechunk", 96), ("N", "rechunk", 192), ("N", "rechunk", 384)]
