@@ -702,6 +702,29 @@ def per_dataset_comparison(pairs: pd.DataFrame, *, by=("dataset", "ssm"), ddof: 
     return out[cols]
 
 
+def depth_policies(df: pd.DataFrame, *, depth: int = 6, by=("dataset", "ssm", "reshape", "chunk"),
+                   min_policies: int = 2) -> pd.DataFrame:
+    """Every blocks × loops factorisation of one ``depth`` on the same input, side by side.
+
+    From SSM records (one per seed): the rows with ``blocks · loops == depth``, summarised per ``by``
+    and (blocks, loops) with ``summarize`` (mean ± std over seeds, points), keeping only the groups of
+    ``by`` recorded for at least ``min_policies`` factorisations. One row per group and factorisation,
+    most unique blocks first (6×1, 3×2, 2×3, 1×6); ``model`` is "blocks×loops"."""
+    by = list(by)
+    cols = by + ["blocks", "loops", "model", "n_seeds", "mean", "std", "text"]
+    if df.empty:
+        return pd.DataFrame(columns=cols)
+    d = df[df["blocks"].astype(int) * df["loops"].astype(int) == depth]
+    s = summarize(d, by=by + ["blocks", "loops"])
+    if s.empty:
+        return pd.DataFrame(columns=cols)
+    s = s.astype({"blocks": int, "loops": int})
+    s["model"] = [f"{b}×{l}" for b, l in zip(s["blocks"], s["loops"])]
+    n_policies = s.groupby(by, dropna=False)["model"].transform("size")
+    s = s[n_policies >= min_policies]
+    return s.sort_values(by + ["blocks"], ascending=[True] * len(by) + [False])[cols].reset_index(drop=True)
+
+
 def bootstrap_ci(values, n: int = 10_000, seed: int = 0, level: float = 0.95) -> tuple:
     """Percentile bootstrap interval of the mean of ``values`` (e.g. per-data-set mean
     differences): resample ``len(values)`` values with replacement ``n`` times with

@@ -329,6 +329,22 @@ def test_per_dataset_comparison_by_input_keeps_chunks_apart():
     assert len(pooled) == 1 and pooled.iloc[0]["diff_mean"] == pytest.approx(2.5)
 
 
+def test_depth_policies_side_by_side_per_input():
+    # chunk 72: three factorisations of depth 6; chunk 36: one only (dropped); a depth-4 model (dropped)
+    rows = [dict(seed=s, reshape="rechunk", chunk=72, blocks=b, loops=l, test_acc=acc + s / 100)
+            for s in (1, 2) for b, l, acc in ((1, 6, 0.90), (3, 2, 0.80), (6, 1, 0.70))]
+    rows += [dict(seed=1, reshape="rechunk", chunk=36, blocks=1, loops=6, test_acc=0.5),
+             dict(seed=1, reshape="rechunk", chunk=72, blocks=1, loops=4, test_acc=0.1)]
+    d = R.depth_policies(frame(rows))
+    assert d["chunk"].tolist() == [72, 72, 72]
+    assert d["model"].tolist() == ["6×1", "3×2", "1×6"]          # most unique blocks first
+    assert d["mean"].tolist() == pytest.approx([71.5, 81.5, 91.5])
+    assert d["n_seeds"].tolist() == [2, 2, 2]
+    assert len(R.depth_policies(frame(rows), min_policies=1)) == 4  # chunk 36's lone 1×6 comes back
+    assert R.depth_policies(frame(rows), depth=4, min_policies=1)["model"].tolist() == ["1×4"]
+    assert R.depth_policies(frame(rows).iloc[:0]).empty
+
+
 def test_best_by_validation_picks_by_val_not_test():
     df = frame([dict(seed=s, reshape="concat", chunk=c, val_acc=v, test_acc=t)
                 for s in (1, 2) for c, v, t in ((4, 0.9, 0.5), (8, 0.6, 0.99))])
