@@ -78,7 +78,8 @@ __all__ = [
     "TRAINING_FIELDS", "record_key", "training_key", "validate_record", "normalize_record", "provenance",
     "append_records", "read_records", "iter_records", "done_keys", "missing",
     "select", "summarize", "best_by_validation", "paired_differences", "per_dataset_comparison",
-    "bootstrap_ci", "stratified_bootstrap_ci", "claim_pairs", "verdicts", "claim_verdicts", "default_command", "published_numbers",
+    "depth_policies", "bootstrap_ci", "stratified_bootstrap_ci", "claim_pairs", "verdicts", "claim_verdicts",
+    "default_command", "published_numbers",
 ]
 
 # --------------------------------------------------------------------------------------------
