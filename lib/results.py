@@ -707,7 +707,7 @@ def depth_policies(df: pd.DataFrame, *, depth: int = 6, by=("dataset", "ssm", "r
                    min_policies: int = 2) -> pd.DataFrame:
     """Every blocks × loops factorisation of one ``depth`` on the same input, side by side.
 
-    From SSM records (one per seed): the rows with ``blocks · loops == depth``, summarised per ``by``
+    From SSM records (one per seed): the rows of that ``depth`` (validated = blocks · loops), summarised per ``by``
     and (blocks, loops) with ``summarize`` (mean ± std over seeds, points), keeping only the groups of
     ``by`` recorded for at least ``min_policies`` factorisations. One row per group and factorisation,
     most unique blocks first (6×1, 3×2, 2×3, 1×6); ``model`` is "blocks×loops"."""
@@ -715,8 +715,7 @@ def depth_policies(df: pd.DataFrame, *, depth: int = 6, by=("dataset", "ssm", "r
     cols = by + ["blocks", "loops", "model", "n_seeds", "mean", "std", "text"]
     if df.empty:
         return pd.DataFrame(columns=cols)
-    d = df[df["blocks"].astype(int) * df["loops"].astype(int) == depth]
-    s = summarize(d, by=by + ["blocks", "loops"])
+    s = summarize(df[df["depth"] == depth], by=by + ["blocks", "loops"])
     if s.empty:
         return pd.DataFrame(columns=cols)
     s = s.astype({"blocks": int, "loops": int})
