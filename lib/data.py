@@ -297,6 +297,20 @@ def _apply_ragged(name, parts, lengths, ragged, pad_mode):
     return out
 
 
+def _check_labels(name: str, path: Path, part: str, y: np.ndarray, n: int, k: int) -> None:
+    """``y`` must be ``n`` integer class codes in ``0..k-1`` (one per case): anything else would shift or
+    wrap labels silently (a label -1 indexes the last class; a longer ``y`` misaligns the concatenated pool)."""
+    if y.ndim != 1 or len(y) != n:
+        raise ValueError(f"{name}: {part} in {path} has shape {y.shape}, but X_{part.split('_')[1]} has {n} cases "
+                         f"(one label per case)")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"{name}: {part} in {path} must hold integer class codes, got dtype {y.dtype}")
+    if n and (y.min() < 0 or y.max() >= k):
+        bad = np.flatnonzero((y < 0) | (y >= k))
+        raise ValueError(f"{name}: {part} in {path} has labels outside 0..{k - 1} (the {k} class_names): "
+                         f"{sorted(set(y[bad].tolist()))[:10]} at cases {bad[:10].tolist()}")
+
+
 def _load_npz(name: str, path: Path, *, ragged: str) -> UEAData:
     with np.load(path, allow_pickle=False) as d:
         missing = [k for k in ("X_train", "y_train", "X_test", "y_test", "class_names") if k not in d]
@@ -314,6 +328,18 @@ def _load_npz(name: str, path: Path, *, ragged: str) -> UEAData:
         raise ValueError(f"{name}: train cases are {X_train.shape[1:]} but test cases {X_test.shape[1:]}")
     _check_finite(name, X_train=X_train, X_test=X_test)
     T = X_train.shape[1]
+    K = len(stored_names)
+    for part, y, x in (("y_train", y_train, X_train), ("y_test", y_test, X_test)):
+        _check_labels(name, path, part, y, len(x), K)
+    for part, lengths, x in (("lengths_train", len_train, X_train), ("lengths_test", len_test, X_test)):
+        if lengths is None:
+            continue
+        if lengths.ndim != 1 or len(lengths) != len(x) or not np.issubdtype(lengths.dtype, np.integer):
+            raise ValueError(f"{name}: {part} in {path} must be {len(x)} integers (one per case of "
+                             f"X_{part.split('_')[1]}), got {lengths.dtype} {lengths.shape}")
+        if len(lengths) and (lengths.min() < 1 or lengths.max() > T):
+            raise ValueError(f"{name}: {part} in {path} must lie in 1..{T} (the stored length), got "
+                             f"{int(lengths.min())}..{int(lengths.max())}")
     len_train = np.full(len(X_train), T, np.int64) if len_train is None else len_train.astype(np.int64)
     len_test = np.full(len(X_test), T, np.int64) if len_test is None else len_test.astype(np.int64)
     applied = None
@@ -384,6 +410,12 @@ def _load_ts_pair(name: str, train: Path, test: Path, *, ragged: str) -> UEAData
     for s in header:
         if spelling.setdefault(s.lower(), s) != s:
             raise ValueError(f"{name}: class labels {spelling[s.lower()]!r} and {s!r} differ only in case")
+    if header:
+        for path, labs in ((train, lab_train), (test, lab_test)):
+            unknown = sorted({s for s in labs if s.lower() not in spelling})
+            if unknown:
+                raise ValueError(f"{name}: {path} has class labels {unknown[:10]} that its @classLabel header "
+                                 f"{header} does not list")
     lab_train = [spelling.get(s, s) for s in lab_train]
     lab_test = [spelling.get(s, s) for s in lab_test]
     class_names = _sorted_labels(lab_train + lab_test)

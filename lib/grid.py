@@ -39,6 +39,7 @@ import time
 from pathlib import Path
 
 from lib import results as R
+from lib.profiles import PROFILE_NAMES
 from lib.run import REPO, RunSpec, run, strip_flag
 
 
@@ -149,7 +150,253 @@ def widget_grid(profile: str = "full", datasets=None, ssms=None) -> list[RunSpec
     return specs
 
 
-GRIDS = {"main": main_grid, "lr": lr_grid, "widget": widget_grid}
+@dataclasses.dataclass(frozen=True)
+class BudgetSet:
+    """One data set of the budget grid (``lib.profiles``' ``budget`` profile).
+
+    ``reshape`` and ``candidates``: the reshaping and the chunks a looped-S5 pilot chooses from on
+    validation accuracy (one candidate: fixed, no pilot). ``raw_ssms``: the SSMs also run without
+    reshaping (none where the raw length is too costly on a CPU). ``splits``: also run 2×3 and 3×2
+    for s5 and lru. ``pad``: zero-pad where a chunk does not divide; ``ragged``: the loader's policy
+    for unequal lengths. ``decides``: False for a set whose committed records put both models at the
+    ceiling or at chance (run last, flagged by the verdicts whatever this says)."""
+
+    reshape: str
+    candidates: tuple
+    raw_ssms: tuple = ()
+    splits: bool = False
+    pad: bool = False
+    ragged: str = "error"
+    paper: bool = False
+    decides: bool = True
+
+
+#: The budget grid's inputs (issue 17 §2). Chunk candidates: timesteps (concat) or values per row
+#: (rechunk, multiples of the channel count so a row holds whole timesteps).
+BUDGET_SETS = {
+    "SelfRegulationSCP1": BudgetSet("concat", (16,), raw_ssms=("s5", "lrcssm"), splits=True, paper=True),
+    "MotorImagery": BudgetSet("rechunk", (30 * 64,), paper=True),  # 30 timesteps of 64 channels a row: T' 100
+    "LSST": BudgetSet("concat", (2, 3, 4), raw_ssms=MAIN_SSMS, splits=True),
+    "Handwriting": BudgetSet("concat", (2, 4, 8), raw_ssms=MAIN_SSMS),
+    "UWaveGestureLibrary": BudgetSet("concat", (5, 9, 15), pad=True),
+    "Epilepsy": BudgetSet("concat", (4, 8), pad=True),
+    "JapaneseVowels": BudgetSet("rechunk", (24, 48), raw_ssms=MAIN_SSMS, pad=True, ragged="pad"),
+    "NATOPS": BudgetSet("rechunk", (48, 72), raw_ssms=MAIN_SSMS, decides=False),
+    "FingerMovements": BudgetSet("rechunk", (56, 112), raw_ssms=MAIN_SSMS, decides=False),
+}
+#: the cells with full-profile records that the budget profile is calibrated on (issue 17 §1):
+#: (data set, ssm, reshape, chunk), each run standard 6×1 and looped 1×6
+CALIBRATION = (
+    *[("NATOPS", ssm, "none", 1) for ssm in ("lru", "s5", "lrcssm")],
+    *[("NATOPS", ssm, "rechunk", 72) for ssm in ("lru", "s5", "linoss-im", "lrcssm")],
+    ("SelfRegulationSCP1", "s5", "concat", 16),
+)
+PILOT_TAG, CALIBRATION_TAG = "pilot", "calibration"
+
+
+def _budget_spec(name, ssm, blocks, loops, reshape="none", chunk=1, *, profile="budget", tag=R.MAIN_TAG) -> RunSpec:
+    bs = BUDGET_SETS.get(name)
+    return RunSpec(dataset=name, ssm=ssm, blocks=blocks, loops=loops, reshape=reshape, chunk=chunk,
+                   pad=bool(bs and bs.pad and reshape != "none"), ragged=bs.ragged if bs else "error",
+                   seeds=_seeds(SMOKE["seeds"] if profile == "smoke" else 5), profile=profile,
+                   hidden=_size(profile), state=_size(profile), tag=tag)
+
+
+def calibration_grid(profile: str = "budget", datasets=None, ssms=None) -> list[RunSpec]:
+    """The budget runs of the cells that have full-profile records (standard 6×1, looped 1×6)."""
+    depth = SMOKE["depth"] if profile == "smoke" else 6
+    return [_budget_spec(name, ssm, b, l, reshape, chunk, profile=profile)
+            for name, ssm, reshape, chunk in CALIBRATION
+            if (not datasets or name in datasets) and (not ssms or ssm in ssms)
+            for b, l in ((depth, 1), (1, depth))]
+
+
+def pilot_grid(profile: str = "budget", datasets=None, ssms=None) -> list[RunSpec]:
+    """Looped S5 (1×6) on every chunk candidate of the sets with more than one: the chunk is chosen
+    once, on mean validation accuracy over seeds (``budget_chunks``); every pilot record is kept."""
+    depth = SMOKE["depth"] if profile == "smoke" else 6
+    return [_budget_spec(name, "s5", 1, depth, bs.reshape, c, profile=profile, tag=PILOT_TAG)
+            for name, bs in BUDGET_SETS.items() if len(bs.candidates) > 1 and (not datasets or name in datasets)
+            for c in bs.candidates]
+
+
+def budget_chunks(records, profile: str = "budget") -> dict:
+    """Data set → the chunk its pilot chose (highest mean validation accuracy over the pilot's seeds;
+    ties to the smaller chunk), for the sets whose pilot is complete; fixed-chunk sets always."""
+    import pandas as pd
+
+    df = records if isinstance(records, pd.DataFrame) else pd.DataFrame(list(records))
+    out = {}
+    for name, bs in BUDGET_SETS.items():
+        if len(bs.candidates) == 1:
+            out[name] = bs.candidates[0]
+            continue
+        specs = [s for s in pilot_grid(profile, [name])]
+        got = records_for(specs, df)
+        if got.empty or len(got) < sum(len(s.seeds) for s in specs):
+            continue
+        means = got.groupby("chunk")["val_acc"].mean()
+        best = means.max()
+        out[name] = int(min(c for c, v in means.items() if v == best))
+    return out
+
+
+def budget_grid(profile: str = "budget", datasets=None, ssms=None, *, records=None) -> list[RunSpec]:
+    """The budget grid (issue 17 §2): calibration, pilots, then for every set standard 6×1 vs looped
+    1×6 (plus 2×3 and 3×2 for s5 and lru where ``splits``) on its chosen reshaping and, for
+    ``raw_ssms``, without reshaping. A set whose pilot is not complete has only its pilot cells (run
+    the grid again once it is). Ordered by information per core-hour (``budget_order``)."""
+    depth = SMOKE["depth"] if profile == "smoke" else 6
+    if records is None:
+        records = R.iter_records(default_out("budget", profile), validate=False) \
+            if Path(default_out("budget", profile)).exists() else []
+    chosen = budget_chunks(records, profile)
+    specs = calibration_grid(profile, datasets, ssms) + pilot_grid(profile, datasets, ssms)
+    for name, bs in BUDGET_SETS.items():
+        if (datasets and name not in datasets) or name not in chosen:
+            continue
+        for ssm in ssms or MAIN_SSMS:
+            pairs = [(depth, 1), (1, depth)]
+            if bs.splits and ssm in ("s5", "lru") and profile != "smoke":
+                pairs += [(2, 3), (3, 2)]
+            for b, l in pairs:
+                specs.append(_budget_spec(name, ssm, b, l, bs.reshape, chosen[name], profile=profile))
+                if ssm in bs.raw_ssms and (b, l) in ((depth, 1), (1, depth)):
+                    specs.append(_budget_spec(name, ssm, b, l, profile=profile))
+    seen, unique = set(), []
+    for s in specs:  # a calibration cell is also a grid cell: one training
+        k = R.training_key(s.training_fields(s.seeds[0]))
+        if k not in seen:
+            seen.add(k)
+            unique.append(s)
+    return budget_order(unique, records)
+
+
+#: seconds per seed-step = OVERHEAD_S + b[ssm] × depth × T' (``shared/notes/budget-protocol.md``);
+#: ``cost_model`` refits b on the records; these are the note's fits, used for an SSM without CPU records
+OVERHEAD_S = 5e-4
+B_PRIOR = {"s5": 138e-6, "lru": 210e-6, "linoss-im": 440e-6, "linoss-imex": 440e-6, "lrcssm": 79e-6}
+
+
+def raw_shape(name: str) -> tuple:
+    """``(n_cases, T, C)`` of a data set's published train + test parts, read from the ``.npz`` headers
+    (nothing loaded); ``.ts`` sets are loaded."""
+    import zipfile
+
+    import numpy as np
+
+    from lib import data as D
+
+    for folder in D.data_folders():
+        path = Path(folder) / f"{name}.npz"
+        if path.exists():
+            shapes = {}
+            with zipfile.ZipFile(path) as z:
+                for part in ("X_train", "X_test"):
+                    with z.open(f"{part}.npy") as f:
+                        major, _ = np.lib.format.read_magic(f)
+                        read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+                        shapes[part] = read(f)[0]
+            return (shapes["X_train"][0] + shapes["X_test"][0], *shapes["X_train"][1:])
+    d = D.load_uea(name, ragged=BUDGET_SETS[name].ragged if name in BUDGET_SETS else "error")
+    return (len(d.X_train) + len(d.X_test), d.length, d.channels)
+
+
+def input_length(spec: RunSpec) -> int:
+    """T', the model input's length after reshaping (``lib.reshape``), from the raw shape."""
+    import math
+
+    _, T, C = raw_shape(spec.dataset)
+    if spec.reshape == "none":
+        return T
+    total = T if spec.reshape == "concat" else T * C
+    return math.ceil(total / spec.chunk) if spec.pad else total // spec.chunk
+
+
+def cost_model(records=()) -> dict:
+    """SSM → b (seconds per layer·timestep of one seed-step), the median over the CPU records'
+    programs of (wall − compile) / seed-steps − ``OVERHEAD_S``, divided by depth × T'; ``B_PRIOR``
+    where an SSM has no CPU records."""
+    import numpy as np
+
+    programs = {}
+    for r in records:
+        if r.get("device") != "cpu" or r.get("ssm") not in B_PRIOR or not r.get("steps"):
+            continue
+        k = (r["ssm"], r["command"], r["created"], r.get("wall_s"))
+        programs.setdefault(k, []).append(r)
+    per = {}
+    for (ssm, *_), rs in programs.items():
+        seed_steps = sum(r["steps"] for r in rs)
+        t = (rs[0]["wall_s"] - rs[0]["compile_s"]) / seed_steps
+        per.setdefault(ssm, []).append((t - OVERHEAD_S) / (rs[0]["depth"] * rs[0]["seq_len"]))
+    return {ssm: float(np.median(per[ssm])) if ssm in per else b for ssm, b in B_PRIOR.items()}
+
+
+def cost_s(spec: RunSpec, b: dict) -> float:
+    """Expected core-seconds of a configuration at its step cap (early stopping only lowers it)."""
+    per_step = OVERHEAD_S + b[spec.ssm] * spec.blocks * spec.loops * input_length(spec)
+    return per_step * spec.train_config().max_steps * len(spec.seeds)
+
+
+def budget_order(specs, records=()) -> list:
+    """``specs`` in the order the budget grid runs them: the calibration, then the pilots, then the
+    comparisons by information per core-hour — a pair (standard and looped on one input) stays
+    together; its value is the test cases it is scored on (binomial noise ∝ 1/n) per core-second,
+    doubled for the paper's sets and quartered for sets that cannot decide (``BudgetSet.decides``)."""
+    b = cost_model(records)
+    calib = {(n, s, r, c) for n, s, r, c in CALIBRATION}
+
+    def tier(s):
+        if (s.dataset, s.ssm, s.reshape, s.chunk) in calib and (s.blocks == 1 or s.loops == 1):
+            return 0
+        return 1 if s.tag == PILOT_TAG else 2
+
+    groups = {}
+    for s in specs:
+        groups.setdefault((tier(s), s.dataset, s.ssm, s.reshape, s.chunk), []).append(s)
+
+    def value(key):
+        t, name, *_ = key
+        bs = BUDGET_SETS.get(name)
+        n_test = 0.15 * raw_shape(name)[0]  # the paper protocol's test share
+        weight = (2.0 if bs and bs.paper else 1.0) * (1.0 if not bs or bs.decides else 0.25)
+        return (t, -weight * n_test / sum(cost_s(s, b) for s in groups[key]))
+
+    return [s for key in sorted(groups, key=value) for s in groups[key]]
+
+
+def estimate_text(specs, out) -> str:
+    """The grid's cost: configurations done and core-hours spent (from the records' ``wall_s``), and the
+    core-hours left at the step caps (``cost_s``, seconds per seed-step fitted on the records)."""
+    recs = list(R.iter_records(out, validate=False)) if Path(out).exists() else []
+    b = cost_model(list(R.iter_records(str(REPO / "data" / "results" / "*.jsonl"), validate=False)) + recs)
+    cov = coverage(specs, recs)
+    spent = sum({(r["command"], r["created"], r["wall_s"]): r["wall_s"] for r in recs}.values()) / 3600
+    left = sum(cost_s(s, b) for s in cov["missing"]) / 3600
+    return (f"cost: {len(cov['done'])} of {len(specs)} configurations done ({spent:.1f} core-h spent); "
+            f"{len(cov['missing'])} left, at most {left:.1f} core-h at the step caps "
+            f"(s per seed-step = {OVERHEAD_S * 1e3:g} ms + b × depth × T', b in µs: "
+            + ", ".join(f"{k} {v * 1e6:.0f}" for k, v in b.items()) + ")")
+
+
+def _planned(specs, a, out, shard, ran):
+    """The configurations to run, in order; for the budget grid the plan is made again when it is
+    done, so the cells of a set whose pilot finished meanwhile (``budget_chunks``) follow."""
+    while True:
+        todo = [s for s in specs if s not in ran]
+        if not todo:
+            return
+        for s in todo:
+            ran.add(s)
+            yield s
+        if a.grid != "budget":
+            return
+        fresh = GRIDS[a.grid](a.profile, a.datasets, a.ssms)
+        specs = fresh[shard[0]::shard[1]]
+
+
+GRIDS = {"main": main_grid, "lr": lr_grid, "widget": widget_grid, "budget": budget_grid}
 
 NOT_RUN = "not yet run"
 
@@ -311,7 +558,7 @@ def _seeds(n):
 
 
 def _size(profile):
-    from lib.train import PROFILES
+    from lib.profiles import PROFILES
 
     return PROFILES[profile]["hidden"]
 
@@ -353,7 +600,7 @@ def _spawn_workers(argv: list, n: int) -> int:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m lib.grid", description=__doc__.split("\n\n")[0])
     p.add_argument("--grid", default="main", choices=tuple(GRIDS))
-    p.add_argument("--profile", default="smoke", choices=("smoke", "full"))
+    p.add_argument("--profile", default="smoke", choices=PROFILE_NAMES)
     p.add_argument("--datasets", nargs="*", default=None)
     p.add_argument("--ssms", nargs="*", default=None)
     p.add_argument("--out", default=None,
@@ -409,6 +656,8 @@ def main(argv=None) -> int:
             print(f"not run: {name} — data not available here (point LOOPED_SSM_UEA_DIR at the UEA archive)")
     where = f" (shard {shard[0]}/{shard[1]})" if shard != (0, 1) else ""
     print(f"{len(specs)} configurations x seeds -> {out}{where}", flush=True)
+    if a.grid == "budget":
+        print(estimate_text(specs, out), flush=True)
     if a.dry_run:
         for s in specs:
             print("  " + s.command(out))
@@ -430,7 +679,8 @@ def main(argv=None) -> int:
               f"{left} runs left; rerun the same command to go on", flush=True)
         return 0
 
-    for i, spec in enumerate(specs, 1):
+    ran = set()
+    for i, spec in enumerate(_planned(specs, a, out, shard, ran), 1):
         if deadline is not None and time.time() >= deadline:
             return budget_reached(i)
         save = a.save_params

@@ -75,7 +75,7 @@ __all__ = [
     "FIELDS", "KEY_FIELDS", "VERSION_KEYS", "RESHAPES", "ORDERS", "PROTOCOLS", "PROFILES",
     "BASELINE_SSMS", "PAPER_SSMS", "DEFAULT_DATASETS", "MAIN_TAG", "DEFAULT_WHERE", "RULES",
     "C1_MIN_DIFF", "C3_MIN_GAIN", "C4_SLACK", "CI_LEVEL", "N_BOOT", "MIN_DATASETS_FOR_CI",
-    "TRAINING_FIELDS", "record_key", "training_key", "validate_record", "normalize_record", "provenance",
+    "TRAINING_FIELDS", "OPTIONAL_FIELDS", "with_key_columns", "HISTORY_KEYS", "DERIVED_KEY_FIELDS", "record_key", "training_key", "validate_record", "normalize_record", "provenance",
     "append_records", "read_records", "iter_records", "done_keys", "missing",
     "select", "summarize", "best_by_validation", "paired_differences", "per_dataset_comparison",
     "depth_policies", "bootstrap_ci", "stratified_bootstrap_ci", "claim_pairs", "verdicts", "claim_verdicts",
@@ -87,9 +87,11 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 RESHAPES = ("none", "concat", "rechunk")
 ORDERS = ("time", "feature")
-PROTOCOLS = ("paper", "archive")
-PROFILES = ("smoke", "full")
+from lib.data import PROTOCOLS, RAGGED_POLICIES  # noqa: E402  (one home: the loader)
+from lib.profiles import PROFILE_NAMES as PROFILES  # noqa: E402  (one home: lib.profiles)
 VERSION_KEYS = ("jax", "flax", "optax", "numpy", "python")
+#: the keys of every ``history`` entry (one per evaluation)
+HISTORY_KEYS = ("step", "loss", "train_acc", "val_acc", "test_acc")
 #: non-SSM entries of the ``ssm`` field
 BASELINE_SSMS = ("minirocket",)
 #: the paper's four architectures, in our registry's names (LinOSS: the IM discretisation)
@@ -138,16 +140,56 @@ FIELDS: dict = {
     "commit": ("str", "git sha of the code, or 'unknown'"),
     "dirty": ("bool", "the working tree had uncommitted changes to tracked files"),
     "command": ("str", "the command line that produced the record"),
-    "profile": ("choice", "'smoke' (pipeline check, not a result) | 'full'"),
+    "profile": ("choice", "lib.profiles: 'full' (paper protocol) | 'budget' (its truncation) | 'smoke' (pipeline check)"),
     "created": ("time", "ISO 8601 time the record was made"),
     "tag": ("str", "free text grouping runs, e.g. 'main', 'lr-select', 'widget'"),
 }
 _CHOICES = {"reshape": RESHAPES, "order": ORDERS, "protocol": PROTOCOLS, "profile": PROFILES}
 
-#: the fields that identify one run
-KEY_FIELDS = ("dataset", "ssm", "blocks", "loops", "reshape", "chunk", "order", "protocol",
-              "seed", "lr", "hidden", "state", "tag")
+#: the fields that identify one run: everything that changes what is trained, plus ``tag``. A run
+#: that differs in any of them is another run (resuming never takes one for the other). Records
+#: written before ``pad``, ``ragged`` and ``ssm_options`` were fields get them derived
+#: (``DERIVED_KEY_FIELDS``); every other field has always been in the records.
+KEY_FIELDS = ("dataset", "ssm", "blocks", "loops", "reshape", "chunk", "order", "pad", "protocol", "ragged",
+              "seed", "lr", "hidden", "state", "batch_size", "max_steps", "eval_every", "patience",
+              "time_channel", "standardize", "input_injection", "ssm_options", "profile", "tag")
 
+#: the optional fields and what they hold (checked by ``validate_record`` when present)
+OPTIONAL_FIELDS: dict = {
+    "pad": ("bool", "zero-pad the end when the chunk does not divide the length (lib.reshape)"),
+    "ragged": ("str", "what was asked about unequal series lengths: 'error' | 'pad' | 'truncate' (lib.data)"),
+    "ssm_options": ("dict", "extra SSM layer options (lib.run --ssm-option)"),
+    "history": ("list", "every evaluation: step, loss, train_acc, val_acc, test_acc"),
+}
+
+
+def _pad_of(rec):
+    try:
+        return bool(_get(_get(_get(rec, "pipeline"), "reshape"), "pad"))
+    except (KeyError, TypeError):
+        return False
+
+
+def _options_of(rec):
+    import shlex
+
+    try:
+        words = shlex.split(str(_get(rec, "command")))
+    except (KeyError, ValueError):
+        return {}
+    opts = {}
+    for i, w in enumerate(words[:-1]):
+        if w == "--ssm-option" and "=" in words[i + 1]:
+            k, v = words[i + 1].split("=", 1)
+            try:
+                opts[k] = json.loads(v)
+            except json.JSONDecodeError:
+                opts[k] = v
+    return opts
+
+
+#: how a record written before a key field existed gets it (from what the record holds)
+DERIVED_KEY_FIELDS: dict = {"pad": _pad_of, "ragged": lambda rec: "error", "ssm_options": _options_of}
 
 def _known_ssms() -> tuple:
     try:
@@ -175,17 +217,25 @@ def _lr_key(v) -> float:
     return float(f"{float(v):.6g}")  # robust to float32 round-trips
 
 
-#: what makes two records the same training whichever grid asked for it: the key without ``tag``,
-#: plus the recorded settings that ``KEY_FIELDS`` leave out (a grid could vary them)
-TRAINING_FIELDS = tuple(f for f in KEY_FIELDS if f != "tag") + (
-    "profile", "time_channel", "standardize", "input_injection", "batch_size", "max_steps", "eval_every",
-    "patience")
+def _options_key(v) -> str:
+    if isinstance(v, str):  # already canonical (a DataFrame column, see ``with_key_columns``)
+        v = json.loads(v)
+    if isinstance(v, (tuple, list)):
+        v = dict(v)
+    if not isinstance(v, Mapping):
+        raise ValueError(f"not a dict of options: {v!r}")
+    return json.dumps({str(k): v[k] for k in sorted(v)}, sort_keys=True)
 
-_KEY_CAST = {f: str for f in KEY_FIELDS + TRAINING_FIELDS}
+
+#: what makes two records the same training whichever grid asked for it: the key without ``tag``
+TRAINING_FIELDS = tuple(f for f in KEY_FIELDS if f != "tag")
+
+_KEY_CAST = {f: str for f in KEY_FIELDS}
 _KEY_CAST.update({f: int for f in ("blocks", "loops", "chunk", "seed", "hidden", "state", "batch_size",
                                    "max_steps", "eval_every", "patience")})
-_KEY_CAST.update({f: _bool_key for f in ("time_channel", "standardize", "input_injection")})
+_KEY_CAST.update({f: _bool_key for f in ("time_channel", "standardize", "input_injection", "pad")})
 _KEY_CAST["lr"] = _lr_key
+_KEY_CAST["ssm_options"] = _options_key
 
 
 def _get(obj, name):
@@ -202,13 +252,21 @@ def _get(obj, name):
     raise KeyError(name)
 
 
+def _missing(v) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))  # a DataFrame column another record lacks
+
+
 def _key(rec, fields, what: str) -> tuple:
     out = []
     for f in fields:
         try:
             v = _get(rec, f)
         except KeyError:
-            raise ValueError(f"record has no {what} field {f!r}") from None
+            v = None
+            if f not in DERIVED_KEY_FIELDS:
+                raise ValueError(f"record has no {what} field {f!r}") from None
+        if f in DERIVED_KEY_FIELDS and _missing(v):
+            v = DERIVED_KEY_FIELDS[f](rec)
         try:
             out.append(_KEY_CAST[f](v))
         except (TypeError, ValueError):
@@ -343,6 +401,26 @@ def validate_record(rec: Mapping) -> dict:
         _dt.datetime.fromisoformat(rec["created"])
     except ValueError:
         raise _bad("created", f"is not an ISO 8601 time: {rec['created']!r}") from None
+    for f, (kind, _) in OPTIONAL_FIELDS.items():
+        if f not in rec:
+            continue
+        v = rec[f]
+        if kind == "bool" and not isinstance(v, bool):
+            raise _bad(f, f"must be true or false, got {v!r}")
+        if kind == "str" and not isinstance(v, str):
+            raise _bad(f, f"must be a string, got {v!r}")
+        if kind == "dict" and not isinstance(v, Mapping):
+            raise _bad(f, f"must be an object, got {v!r}")
+        if kind == "list" and not isinstance(v, list):
+            raise _bad(f, f"must be a list, got {v!r}")
+    for i, h in enumerate(rec.get("history") or ()):
+        if not (isinstance(h, Mapping) and all(k in h for k in HISTORY_KEYS)):
+            raise _bad("history", f"entry {i} must hold {HISTORY_KEYS}, got {h!r}")
+        for k in HISTORY_KEYS[2:]:
+            if not (_is_real(h[k]) and 0.0 <= h[k] <= 1.0):
+                raise _bad("history", f"entry {i}: {k} must be a fraction in [0, 1], got {h[k]!r}")
+    if rec.get("ragged", "error") not in RAGGED_POLICIES:
+        raise _bad("ragged", f"must be one of {RAGGED_POLICIES}, got {rec['ragged']!r}")
     for k, v in rec.items():
         _check_finite_json(k, v)
     return rec
@@ -556,7 +634,7 @@ def read_records(path_or_glob, *, validate: bool = True) -> pd.DataFrame:
     cols = _columns()
     if not rows:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in cols})
-    df = pd.DataFrame(rows)
+    df = with_key_columns(pd.DataFrame(rows))
     extra = [c for c in df.columns if c not in cols]
     return df.reindex(columns=cols + extra)
 
@@ -594,6 +672,23 @@ def select(df: pd.DataFrame, where: Mapping | None = None) -> pd.DataFrame:
     return df[mask.to_numpy()]
 
 
+def with_key_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with every ``KEY_FIELDS`` column present and hashable: a derived key field a record lacks
+    (``DERIVED_KEY_FIELDS``) is filled from what the record holds, and ``ssm_options`` is its canonical
+    JSON text, so frames group and pair on the whole key."""
+    if df.empty or all(f in df.columns for f in DERIVED_KEY_FIELDS) and (
+            "ssm_options" not in df.columns or df["ssm_options"].map(lambda v: isinstance(v, str)).all()):
+        return df
+    df = df.copy()
+    rows = df.to_dict("records")
+    for f, derive in DERIVED_KEY_FIELDS.items():
+        have = df[f] if f in df.columns else pd.Series([None] * len(df), index=df.index)
+        df[f] = [derive(r) if _missing(v) else v for r, v in zip(rows, have)]
+    df["ssm_options"] = [_options_key(v) for v in df["ssm_options"]]
+    df["pad"] = df["pad"].astype(bool)
+    return df
+
+
 def _check_one_per_seed(df, keys, what):
     dup = df.duplicated(subset=list(keys) + ["seed"], keep=False)
     if dup.any():
@@ -614,6 +709,7 @@ def summarize(df: pd.DataFrame, by=None, *, metric: str = "test_acc", ddof: int 
     out_cols = by + ["n_seeds", "mean", "std", "text"]
     if df.empty:
         return pd.DataFrame(columns=out_cols)
+    df = with_key_columns(df)
     _check_one_per_seed(df, by, "summarize")
     pts = df.assign(_pts=100.0 * df[metric].astype(float))
     g = pts.groupby(by, dropna=False, sort=True)["_pts"]
@@ -633,12 +729,13 @@ def best_by_validation(df: pd.DataFrame, over=("reshape", "chunk", "order"), wit
     within = [f for f in KEY_FIELDS if f not in over and f != "seed"] if within is None else list(within)
     if df.empty:
         return df
+    df = with_key_columns(df)
     means = (df.groupby(within + over, dropna=False, sort=True)[metric].mean().reset_index())
     best = means.loc[means.groupby(within, dropna=False, sort=False)[metric].idxmax()]
     return df.merge(best[within + over], on=within + over, how="inner")
 
 
-_DEPENDENT = {"reshape": ("chunk", "order")}
+_DEPENDENT = {"reshape": ("chunk", "order", "pad")}
 
 
 def _default_on(a: Mapping, b: Mapping) -> list:
@@ -665,6 +762,7 @@ def paired_differences(df: pd.DataFrame, a: Mapping, b: Mapping, *, on=None,
     freed fields as ``<field>_a``/``<field>_b``, and ``a``, ``b``, ``diff`` (points). Rows of one
     side without a partner are dropped; two rows of one side for one pair are an error."""
     on = _default_on(a, b) if on is None else list(on)
+    df = with_key_columns(df)
     A, B = select(df, a), select(df, b)
     free = [f for f in KEY_FIELDS if f not in on]
     cols = on + [f"{f}_{s}" for f in free for s in ("a", "b")] + ["a", "b", "diff"]

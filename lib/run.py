@@ -58,6 +58,7 @@ class RunSpec:
     profile: str = "full"
     tag: str = "main"
     ssm_options: tuple = ()
+    ragged: str = "error"
 
     def train_config(self):
         from lib.train import train_config
@@ -66,19 +67,21 @@ class RunSpec:
                             max_steps=self.max_steps, eval_every=self.eval_every, patience=self.patience)
 
     def key_fields(self, seed: int) -> dict:
+        """The record's ``lib.results.KEY_FIELDS`` for ``seed``: everything that changes what is
+        trained (the resolved optimisation settings, not the flags that asked for them), and ``tag``."""
         cfg = self.train_config()
         return dict(dataset=self.dataset, ssm=self.ssm, blocks=self.blocks, loops=self.loops,
-                    reshape=self.reshape, chunk=self.chunk, order=self.order, protocol=self.protocol,
-                    seed=int(seed), lr=cfg.lr, hidden=self.hidden, state=self.state, tag=self.tag)
+                    reshape=self.reshape, chunk=self.chunk, order=self.order, pad=self.pad, protocol=self.protocol,
+                    ragged=self.ragged, seed=int(seed), lr=cfg.lr, hidden=self.hidden, state=self.state,
+                    batch_size=cfg.batch_size, max_steps=cfg.max_steps, eval_every=cfg.eval_every,
+                    patience=cfg.patience, time_channel=self.time_channel, standardize=self.standardize,
+                    input_injection=self.input_injection, ssm_options=dict(self.ssm_options),
+                    profile=self.profile, tag=self.tag)
 
     def training_fields(self, seed: int) -> dict:
-        """``key_fields`` plus the settings a record carries that ``lib.results.training_key``
-        compares (two grids' specs with equal training keys train the same model)."""
-        cfg = self.train_config()
-        return dict(self.key_fields(seed), profile=self.profile, time_channel=self.time_channel,
-                    standardize=self.standardize, input_injection=self.input_injection,
-                    batch_size=cfg.batch_size, max_steps=cfg.max_steps, eval_every=cfg.eval_every,
-                    patience=cfg.patience)
+        """``key_fields`` (``lib.results.training_key`` ignores ``tag``: two grids' specs with equal
+        training keys train the same model)."""
+        return self.key_fields(seed)
 
     def command(self, out: str | None = None) -> str:
         """The ``python -m lib.run`` command line that runs exactly this configuration."""
@@ -100,7 +103,7 @@ class RunSpec:
             args += ["--seed-list", ",".join(map(str, self.seeds))]
         if self.profile != "full":
             args += ["--profile", self.profile]
-        from lib.train import PROFILES
+        from lib.profiles import PROFILES
 
         profile = PROFILES[self.profile]
         for flag, value, default in (("--hidden", self.hidden, profile["hidden"]),
@@ -115,6 +118,8 @@ class RunSpec:
                          ("--input-injection", self.input_injection)):
             if on:
                 args.append(flag)
+        if self.ragged != "error":
+            args += ["--ragged", self.ragged]
         if self.tag != "main":
             args += ["--tag", self.tag]
         for k, v in self.ssm_options:
@@ -151,7 +156,7 @@ def load_splits(spec: RunSpec, data_folder=None):
     """The prepared split of every seed (loading the data once)."""
     from lib import data as D
 
-    ds = D.load_uea(spec.dataset, folder=data_folder)
+    ds = D.load_uea(spec.dataset, folder=data_folder, ragged=spec.ragged)
     out = []
     for seed in spec.seeds:
         s = D.split(ds, spec.protocol, seed, time=spec.time_channel)
@@ -215,9 +220,7 @@ def run(spec: RunSpec, out: str | Path | None = None, *, data_folder=None, save_
     records = []
     for r in results:
         rec = dict(spec.key_fields(r.seed))
-        rec.update(depth=spec.blocks * spec.loops, time_channel=spec.time_channel, standardize=spec.standardize,
-                   input_injection=spec.input_injection, batch_size=cfg.batch_size, max_steps=cfg.max_steps,
-                   eval_every=cfg.eval_every, patience=cfg.patience,
+        rec.update(depth=spec.blocks * spec.loops,
                    params_total=trainer.params_count["total"], params_blocks=trainer.params_count["blocks"],
                    val_acc=r.val_acc, test_acc=r.test_acc, train_acc=r.train_acc, best_step=r.best_step,
                    steps=r.steps, wall_s=round(trainer.wall_s, 3), compile_s=round(trainer.compile_s, 3),
@@ -226,7 +229,7 @@ def run(spec: RunSpec, out: str | Path | None = None, *, data_folder=None, save_
                    created=now, seq_len=int(x0.shape[1]), in_features=int(x0.shape[2]),
                    n_train=int(x0.shape[0]), n_val=int(splits[0].X_val.shape[0]),
                    n_test=int(splits[0].X_test.shape[0]), data_source=";".join(map(str, ds.source)),
-                   pipeline=splits[0].pipeline, segments=trainer.segments)
+                   pipeline=splits[0].pipeline, segments=trainer.segments, history=r.history)
         records.append(rec)
         if save_params is not None and r.seed == spec.seeds[0]:  # seed 0 only: small files
             save_state(Path(save_params), rec, trainer, r.state, model_kwargs)
@@ -287,6 +290,8 @@ def load_state(path: str | Path):
 
 
 def parser() -> argparse.ArgumentParser:
+    from lib.data import RAGGED_POLICIES
+    from lib.profiles import PROFILE_NAMES
     from lib.ssm import SSM_NAMES
 
     p = argparse.ArgumentParser(prog="python -m lib.run", description=__doc__.split("\n\n")[0])
@@ -301,7 +306,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--protocol", default="paper", choices=("paper", "archive"))
     p.add_argument("--seeds", type=int, default=5, help="the first N of the paper's seeds 2345..6789")
     p.add_argument("--seed-list", default=None, help="explicit comma-separated seeds (overrides --seeds)")
-    p.add_argument("--profile", default="full", choices=("full", "smoke"))
+    p.add_argument("--profile", default="full", choices=PROFILE_NAMES,
+                   help="training profile (lib.profiles): full = the paper's protocol, budget = its truncation "
+                        "that fits a CPU, smoke = a pipeline check")
     p.add_argument("--hidden", type=int, default=None)
     p.add_argument("--state", type=int, default=None)
     p.add_argument("--lr", type=float, default=None, help="default: the SSM's rate in lib.train.DEFAULT_LR")
@@ -314,6 +321,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--input-injection", action="store_true")
     p.add_argument("--ssm-option", action="append", default=[], metavar="KEY=VALUE",
                    help="extra SSM layer option, e.g. ssm_blocks=4 (repeatable)")
+    p.add_argument("--ragged", default="error", choices=RAGGED_POLICIES,
+                   help="unequal series lengths: refuse (error), repeat the last observation up to the longest "
+                        "(pad), or cut to the shortest (truncate); recorded in the record")
     p.add_argument("--tag", default="main")
     p.add_argument("--data-dir", default=None, help="folder with NAME.npz or NAME_TRAIN.ts/NAME_TEST.ts")
     p.add_argument("--out", default="data/results/dev.jsonl")
@@ -333,7 +343,7 @@ def _option_value(text: str):
 
 def spec_from_args(a) -> RunSpec:
     from lib.data import PAPER_SEEDS
-    from lib.train import PROFILES
+    from lib.profiles import PROFILES
 
     if a.seed_list:
         seeds = tuple(int(s) for s in a.seed_list.split(","))
@@ -348,15 +358,21 @@ def spec_from_args(a) -> RunSpec:
         k, v = item.split("=", 1)
         opts.append((k, _option_value(v)))
     prof = PROFILES[a.profile]
-    for name in ("blocks", "loops"):
-        if getattr(a, name) < 1:
-            raise ValueError(f"--{name} must be an integer >= 1, got {getattr(a, name)}")
+    for name in ("blocks", "loops", "batch_size", "max_steps", "eval_every", "hidden", "state"):
+        v = getattr(a, name)
+        if v is not None and v < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be an integer >= 1, got {v}")
+    if a.patience is not None and a.patience < 0:
+        raise ValueError(f"--patience must be an integer >= 0, got {a.patience}")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seed-list names a seed twice: {a.seed_list}")
     return RunSpec(dataset=a.dataset, ssm=a.ssm, blocks=a.blocks, loops=a.loops, reshape=a.reshape, chunk=a.chunk,
                    order=a.order, pad=a.pad, protocol=a.protocol, seeds=seeds,
-                   hidden=a.hidden or prof["hidden"], state=a.state or prof["state"], lr=a.lr,
+                   hidden=prof["hidden"] if a.hidden is None else a.hidden,
+                   state=prof["state"] if a.state is None else a.state, lr=a.lr,
                    batch_size=a.batch_size, max_steps=a.max_steps, eval_every=a.eval_every, patience=a.patience,
                    time_channel=a.time, standardize=a.standardize, input_injection=a.input_injection,
-                   profile=a.profile, tag=a.tag, ssm_options=tuple(sorted(opts)))
+                   profile=a.profile, tag=a.tag, ssm_options=tuple(sorted(opts)), ragged=a.ragged)
 
 
 def strip_flag(argv: list, flag: str) -> list:

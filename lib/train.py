@@ -70,7 +70,7 @@ def default_mode(ssm: str, backend: str | None = None) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation settings. ``PROFILES`` holds the two the book uses."""
+    """Optimisation settings; ``lib.profiles.PROFILES`` holds the ones the book uses."""
 
     lr: float = 1e-3
     batch_size: int = 32
@@ -93,21 +93,16 @@ class TrainConfig:
             raise ValueError(f"grad_clip must be positive or None, got {self.grad_clip!r}")
 
 
-#: ``full``: the peers' protocol (eval every 1000 steps, patience 10) with the step cap lowered
-#: from 100k to 30k (their runs stopped early at 12k–27k steps on average, §9 of the notes).
-#: ``smoke``: minutes on a 2-core CPU; numbers from it are checks that the pipeline runs, not results.
-PROFILES = {
-    "full": dict(max_steps=30_000, eval_every=1000, patience=10, hidden=64, state=64),
-    "smoke": dict(max_steps=300, eval_every=50, patience=3, hidden=16, state=16),
-}
+from lib.profiles import PROFILES, max_steps as _profile_max_steps  # noqa: E402  (one home: lib.profiles)
 
 
 def train_config(ssm: str, profile: str = "full", **overrides) -> TrainConfig:
-    """The ``TrainConfig`` of a profile for one SSM (its learning rate and clipping), with overrides."""
+    """The ``TrainConfig`` of a profile (``lib.profiles``) for one SSM (its learning rate, clipping
+    and step cap), with overrides."""
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {list(PROFILES)}, got {profile!r}")
     p = {k: v for k, v in PROFILES[profile].items() if k in {f.name for f in dataclasses.fields(TrainConfig)}}
-    p.update(lr=DEFAULT_LR.get(ssm, 1e-3), grad_clip=DEFAULT_CLIP.get(ssm))
+    p.update(lr=DEFAULT_LR.get(ssm, 1e-3), grad_clip=DEFAULT_CLIP.get(ssm), max_steps=_profile_max_steps(profile, ssm))
     p.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig(**p)
 

@@ -181,15 +181,18 @@ def test_coverage_counts_a_configuration_done_only_when_all_its_seeds_are_record
     template = json.loads((REPO / "data/results/baseline.jsonl").read_text().splitlines()[0])
     specs = G.widget_grid("full", ["NATOPS"])
     a, b = specs[0], specs[7]  # 1 loop, none; 2 loops, rechunk
-    keys = lambda spec, seeds: [dict(template, **spec.key_fields(s), profile="full") for s in seeds]
+    keys = lambda spec, seeds: [dict(template, **spec.key_fields(s)) for s in seeds]
     recs = keys(a, a.seeds) + keys(b, b.seeds[:2])
     cov = G.coverage(specs, pd.DataFrame(recs))
     assert cov["done"] == [a] and len(cov["missing"]) == len(specs) - 1 and b in cov["missing"]
     assert cov["runs"] == 7 and cov["runs_total"] == 5 * len(specs)
     assert G.coverage(specs, [])["runs"] == 0  # an iterable of records works too
-    # another tag, learning rate or size is another configuration
-    other = [dict(r, tag="main") for r in keys(a, a.seeds)] + [dict(r, hidden=16) for r in keys(a, a.seeds)]
+    # another tag (other than the main grid's, whose records of the same training are shared), learning
+    # rate, size or profile is another configuration
+    other = [dict(r, tag="lr-select") for r in keys(a, a.seeds)] + [dict(r, hidden=16) for r in keys(a, a.seeds)]
+    other += [dict(r, tag="main", profile="budget") for r in keys(a, a.seeds)]
     assert G.coverage(specs, other)["done"] == []
+    assert G.coverage(specs, [dict(r, tag="main") for r in keys(a, a.seeds)])["done"] == [a]
 
 
 def test_chunk_timesteps_reads_rechunk_rows_in_timesteps():

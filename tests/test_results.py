@@ -253,9 +253,8 @@ def test_corrupt_file_errors_name_the_line(tmp_path):
 
 def test_resume_skips_configs_already_present(tmp_path):
     p = tmp_path / "runs.jsonl"
-    configs = [dict(dataset="SelfRegulationSCP1", ssm="s5", blocks=b, loops=6 // b, reshape="none",
-                    chunk=1, order="time", protocol="paper", seed=s, lr=1e-3, hidden=64, state=64,
-                    tag="main") for b in (1, 6) for s in (2345, 3456)]
+    configs = [{k: v for k, v in make_record(blocks=b, loops=6 // b, seed=s).items() if k in R.KEY_FIELDS}
+               for b in (1, 6) for s in (2345, 3456)]
     assert R.missing(configs, p) == configs
     R.append_records(p, [make_record(blocks=1, loops=6, seed=2345),
                          make_record(blocks=6, loops=1, seed=3456)])
@@ -264,6 +263,34 @@ def test_resume_skips_configs_already_present(tmp_path):
     assert len(R.done_keys(p)) == 2
     # a different tag or lr is a different run
     assert len(R.missing([{**configs[0], "tag": "lr-select"}, {**configs[0], "lr": 1e-4}], p)) == 2
+
+
+@pytest.mark.parametrize("change", [dict(profile="budget"), dict(max_steps=3000), dict(eval_every=250),
+                                    dict(patience=4), dict(batch_size=16), dict(standardize=True),
+                                    dict(time_channel=True), dict(input_injection=True), dict(pad=True),
+                                    dict(ragged="pad"), dict(ssm_options={"ssm_blocks": 4}), dict(hidden=16)])
+def test_resume_key_covers_every_training_setting(tmp_path, change):
+    """A run that differs in anything that changes training is not 'already recorded' (issue 19 §2)."""
+    p = tmp_path / "runs.jsonl"
+    R.append_records(p, [make_record()])
+    other = {k: v for k, v in make_record(**change).items() if k in R.KEY_FIELDS}
+    assert R.missing([other], p) == [other]
+    assert R.record_key(other) != R.record_key(make_record())
+
+
+def test_old_records_get_the_new_key_fields_derived():
+    """Records written before pad/ragged/ssm_options were fields stay readable and keep their identity."""
+    old = make_record()
+    for f in ("pad", "ragged", "ssm_options"):
+        old.pop(f, None)
+    new = make_record(pad=False, ragged="error", ssm_options={})
+    assert R.record_key(old) == R.record_key(new)
+    padded = make_record(pipeline={"reshape": {"method": "rechunk", "chunk": 72, "order": "time", "pad": True}})
+    assert R.record_key(padded) == R.record_key(make_record(pad=True))
+    opt = make_record(command="python -m lib.run --ssm-option ssm_blocks=4")
+    assert R.record_key(opt) == R.record_key(make_record(ssm_options={"ssm_blocks": 4}))
+    df = pd.DataFrame([old, new])  # a column only some records have reads NaN for the others
+    assert R.record_key(df.iloc[0]) == R.record_key(df.iloc[1])
 
 
 # ------------------------------------------------------------------------------------------
