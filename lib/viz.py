@@ -207,3 +207,32 @@ def table(df, *, code=(), index: bool = False, caption: str | None = None):
         f'<table class="table book-table">{cap}<thead><tr>{head}</tr></thead>'
         f"<tbody>{''.join(rows)}</tbody></table>"
     )
+
+
+#: verdict → (background, text) colours of ``verdict_grid`` (colour-blind-safe pairs, with the word written too)
+VERDICT_COLOURS = {"holds": ("#d4edda", "#155724"), "fails": ("#f8d7da", "#721c24"),
+                   "inconclusive": ("#fff3cd", "#856404"), "not decidable": ("#e2e3e5", "#383d41"),
+                   "not yet run": ("#f1f1f1", "#6c757d")}
+
+
+def verdict_grid(cells: dict, rows, columns, *, row_labels: dict | None = None, caption: str | None = None):
+    """A compact claim × SSM grid as HTML: ``cells[(row, column)] = (verdict, detail lines)``; each
+    cell is coloured by its verdict (``VERDICT_COLOURS``) and shows the verdict word and the details.
+    Everything is HTML-escaped; no random ids."""
+    from IPython.display import HTML
+
+    row_labels = row_labels or {}
+    head = "<th></th>" + "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
+    body = []
+    for r in rows:
+        tds = [f"<th>{html.escape(str(row_labels.get(r, r)))}</th>"]
+        for c in columns:
+            verdict, lines = cells.get((r, c), ("not yet run", []))
+            bg, fg = VERDICT_COLOURS.get(verdict.split(" (")[0], ("#ffffff", "#000000"))
+            text = "<br>".join([f"<strong>{html.escape(verdict)}</strong>"]
+                               + [f"<small>{html.escape(str(x))}</small>" for x in lines])
+            tds.append(f'<td style="background:{bg};color:{fg};vertical-align:top">{text}</td>')
+        body.append("<tr>" + "".join(tds) + "</tr>")
+    cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
+    return HTML(f'<table class="table book-table verdict-grid">{cap}<thead><tr>{head}</tr></thead>'
+                f"<tbody>{''.join(body)}</tbody></table>")

@@ -1,0 +1,304 @@
+"""The claims' verdicts: paired differences per data set, pooled with a hierarchical bootstrap,
+decided by rules with three outcomes (holds / fails / inconclusive).
+
+    from lib import claims as C
+    C.per_dataset(df, profile="budget")   # one row per claim × SSM × data set (the forest plot)
+    C.verdict_table(df, profile="budget") # one row per scope × claim × SSM (the intro's grid)
+    C.RULES["C1"].text                    # the rule, as the page prints it
+
+What is compared (each difference paired by seed, i.e. by split, on records that agree in every
+other training setting: ``lib.results.paired_differences``):
+
+* **C1** looped (1×6) − standard (6×1) on the same input. A data set's difference for a seed is
+  the mean over the inputs where both were run (no reshaping and/or its reshaping).
+* **C3** reshaped − no reshaping, same model; the reshaping (method, chunk) is the one with the
+  best mean validation accuracy among those recorded (``lib.results.best_by_validation``). A data
+  set's difference for a seed is the mean over the models (6×1 and 1×6) that have both inputs.
+* **C4** the two compound: the compound gain G = (looped + reshaped) − (standard + none), shown
+  beside the looping effect on the reshaped input E = (looped + reshaped) − (standard + reshaped).
+
+Pooling: per data set the mean over seeds; over data sets the mean of those, with a 95 %
+interval from a hierarchical bootstrap (resample data sets, then seeds within each resampled
+set: ``hierarchical_ci``). A data set where both compared models are above ``CEILING`` % or both
+within ``CHANCE_BAND`` points of chance (100 / number of classes) is shown but flagged and left
+out of the pooled verdict. Profiles are never mixed: every function takes one profile.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pandas as pd
+
+from lib import results as R
+
+#: C1's non-inferiority margin δ (points): looped may lose at most this much to standard
+DELTA = 1.0
+#: C3's minimum gain (points): the paper's "1–6 points"
+C3_GAIN = 1.0
+#: a data set where both compared models average above this (%) is at the ceiling
+CEILING = 97.0
+#: ... or where both are within this many points of chance (100 / classes)
+CHANCE_BAND = 5.0
+LEVEL = 0.95
+N_BOOT = 10_000
+#: records the verdicts read: the grid's comparisons (``main``) and the pilot that chose each chunk
+TAGS = (R.MAIN_TAG, "pilot")
+LOOPED, STANDARD = (1, 6), (6, 1)
+OUTCOMES = ("holds", "inconclusive", "fails")
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """A claim's decision rule on the pooled effect's interval ``[lo, hi]`` (points)."""
+
+    claim: str
+    effect: str
+    text: str
+
+    def decide(self, lo: float, hi: float, mean: float = math.nan, lo2: float = math.nan,
+               hi2: float = math.nan) -> str:
+        if math.isnan(lo) or math.isnan(hi):
+            return "not yet run"
+        if self.claim == "C1":
+            return "holds" if lo >= -DELTA else "fails" if hi < -DELTA else "inconclusive"
+        if self.claim == "C3":
+            return "holds" if (mean >= C3_GAIN and lo > 0) else "fails" if hi < C3_GAIN else "inconclusive"
+        if self.claim == "C4":  # lo, hi: compound gain G; lo2, hi2: looping effect on reshaped input E
+            if math.isnan(lo2):
+                return "not yet run"
+            if lo > 0 and lo2 >= -DELTA:
+                return "holds"
+            return "fails" if (hi < 0 or hi2 < -DELTA) else "inconclusive"
+        raise ValueError(f"unknown claim {self.claim!r}")
+
+
+RULES = {
+    "C1": Rule("C1", "looped 1×6 − standard 6×1, same input",
+               f"non-inferiority with margin δ = {DELTA:g} point: holds when the interval's lower bound "
+               f"≥ −δ; fails when its upper bound < −δ; otherwise inconclusive"),
+    "C3": Rule("C3", "reshaped − no reshaping, same model",
+               f"holds when the pooled gain ≥ +{C3_GAIN:g} point and the interval's lower bound > 0; "
+               f"fails when the upper bound < +{C3_GAIN:g}; otherwise inconclusive"),
+    "C4": Rule("C4", "compound gain G = (looped + reshaped) − (standard + none); looping on reshaped input "
+                     "E = (looped + reshaped) − (standard + reshaped)",
+               f"holds when G's lower bound > 0 and E's lower bound ≥ −δ (δ = {DELTA:g}); fails when G's "
+               f"upper bound < 0 or E's upper bound < −δ; otherwise inconclusive"),
+}
+COMMON = (f"Differences are paired by seed (same split) on records that agree in every other setting. "
+          f"Per data set: the mean over seeds; pooled: the mean over data sets, {LEVEL:.0%} interval from a "
+          f"hierarchical bootstrap ({N_BOOT} resamples: data sets, then seeds within each). Data sets "
+          f"where both models average above {CEILING:g} % (ceiling) or within {CHANCE_BAND:g} points of "
+          f"chance are shown but left out of the pooled verdict. One profile per verdict.")
+
+
+def hierarchical_ci(groups, *, n: int = N_BOOT, seed: int = 0, level: float = LEVEL) -> tuple:
+    """Percentile interval of the mean over groups of each group's mean, resampling groups with
+    replacement and then the values within each drawn group (deterministic for ``seed``).
+    ``(nan, nan)`` without values; with one group it resamples that group's values only."""
+    groups = [np.asarray(g, float).ravel() for g in groups]
+    groups = [g for g in groups if g.size]
+    if not groups:
+        return (math.nan, math.nan)
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    rng = np.random.default_rng(seed)
+    G = len(groups)
+    pick = rng.integers(0, G, size=(int(n), G))
+    stats = np.zeros(int(n))
+    for j, g in enumerate(groups):  # each group's resampled means, used wherever it was drawn
+        means = g[rng.integers(0, g.size, size=(int(n), g.size))].mean(axis=1)
+        stats += (pick == j).sum(axis=1) * means
+    stats /= G
+    lo, hi = np.quantile(stats, [(1 - level) / 2, (1 + level) / 2])
+    return (float(lo), float(hi))
+
+
+def records(df: pd.DataFrame, profile: str) -> pd.DataFrame:
+    """The SSM records one profile's verdicts read: the paper protocol, ``TAGS``, the paper's SSMs,
+    one record per training (a pilot record and a main record of the same training count once)."""
+    if df.empty:
+        return df
+    d = R.select(df, {"profile": profile, "protocol": "paper", "tag": list(TAGS)})
+    d = d[d["ssm"].isin(R.PAPER_SSMS)]
+    if d.empty:
+        return d
+    d = R.with_key_columns(d)
+    keys = [R.training_key(r) for r in d.to_dict("records")]
+    return d[~pd.Series(keys, index=d.index).duplicated()].assign(tag=R.MAIN_TAG)
+
+
+def _input(r, c) -> str:
+    return "none" if r == "none" else f"{r}/{int(c)}"
+
+
+def _pairs(d: pd.DataFrame, a: dict, b: dict) -> pd.DataFrame:
+    """Per-seed a − b (points) with the inputs and both sides' accuracies."""
+    p = R.paired_differences(d, a=a, b=b)
+    if p.empty:
+        return pd.DataFrame(columns=["dataset", "seed", "a", "b", "diff", "input"])
+    if "reshape" in p.columns:
+        p["input"] = [_input(r, c) for r, c in zip(p["reshape"], p["chunk"])]
+    else:
+        p["input"] = [f"{_input(r1, c1)} vs {_input(r2, c2)}" for r1, c1, r2, c2 in
+                      zip(p["reshape_a"], p["chunk_a"], p["reshape_b"], p["chunk_b"])]
+    return p
+
+
+def _best_reshaped(d: pd.DataFrame) -> pd.DataFrame:
+    res = d[d["reshape"] != "none"]
+    return R.best_by_validation(res, over=("reshape", "chunk", "order", "pad")) if not res.empty else res
+
+
+def claim_pairs(d: pd.DataFrame, claim: str) -> pd.DataFrame:
+    """One SSM's per-seed pairs of a claim (``d``: ``records`` of one SSM): columns dataset, seed,
+    a, b, diff (points), input, part (C4: "G" or "E")."""
+    (lk, ll), (sk, sl) = LOOPED, STANDARD
+    looped, standard = dict(blocks=lk, loops=ll), dict(blocks=sk, loops=sl)
+    none = d[d["reshape"] == "none"] if not d.empty else d
+    best = _best_reshaped(d) if not d.empty else d
+    parts = []
+    if d.empty:
+        return pd.DataFrame(columns=["dataset", "seed", "a", "b", "diff", "input", "part"])
+    if claim == "C1":
+        parts.append(_pairs(d, looped, standard).assign(part=""))
+    elif claim == "C3":
+        for m in (standard, looped):
+            both = pd.concat([R.select(best, m), R.select(none, m)], ignore_index=True)
+            p = _pairs(both, dict(m, reshape=["concat", "rechunk"]), dict(m, reshape="none"))
+            parts.append(p.assign(part="", input=[f"{m['blocks']}×{m['loops']} {i}" for i in p["input"]]))
+    elif claim == "C4":
+        both = pd.concat([R.select(best, looped), R.select(none, standard)], ignore_index=True)
+        parts.append(_pairs(both, dict(looped, reshape=["concat", "rechunk"]), dict(standard, reshape="none"))
+                     .assign(part="G"))
+        # the standard model on the input chosen for the looped one (paired on the same input)
+        chosen = R.select(best, looped)
+        inputs = ["dataset", "reshape", "chunk", "order", "pad"]
+        std = R.select(d[d["reshape"] != "none"], standard).merge(chosen[inputs].drop_duplicates(), on=inputs)
+        parts.append(_pairs(pd.concat([chosen, std], ignore_index=True), looped, standard).assign(part="E"))
+    else:
+        raise ValueError(f"claim must be C1, C3 or C4, got {claim!r}")
+    parts = [p for p in parts if not p.empty]
+    if not parts:
+        return pd.DataFrame(columns=["dataset", "seed", "a", "b", "diff", "input", "part"])
+    return pd.concat(parts, ignore_index=True)[["dataset", "seed", "a", "b", "diff", "input", "part"]]
+
+
+def _chance(d: pd.DataFrame, name: str) -> float:
+    rows = d[d["dataset"] == name]
+    for p in rows.get("pipeline", pd.Series(dtype=object)):
+        if isinstance(p, dict) and p.get("n_classes"):
+            return 100.0 / p["n_classes"]
+    return math.nan
+
+
+def flag(a_mean: float, b_mean: float, chance: float) -> str:
+    """"ceiling", "chance" or "" for a data set whose two compared models average ``a_mean`` and
+    ``b_mean`` (%)."""
+    if a_mean > CEILING and b_mean > CEILING:
+        return "ceiling"
+    if not math.isnan(chance) and a_mean < chance + CHANCE_BAND and b_mean < chance + CHANCE_BAND:
+        return "chance"
+    return ""
+
+
+def per_dataset(df: pd.DataFrame, profile: str, *, ssms=R.PAPER_SSMS, n_boot: int = N_BOOT,
+                seed: int = 0) -> pd.DataFrame:
+    """One row per claim × SSM × data set (× C4 part): the mean paired difference over seeds, its
+    interval (bootstrap over seeds), both sides' mean accuracy, the inputs, the seed count and the
+    flag (ceiling / chance / "")."""
+    d = records(df, profile)
+    rows = []
+    for ssm in ssms:
+        ds = d[d["ssm"] == ssm] if not d.empty else d
+        for claim in ("C1", "C3", "C4"):
+            p = claim_pairs(ds, claim)
+            for (name, part), g in p.groupby(["dataset", "part"], sort=True):
+                per_seed = g.groupby("seed")[["a", "b", "diff"]].mean()
+                lo, hi = hierarchical_ci([per_seed["diff"].to_numpy()], n=n_boot, seed=seed)
+                a_m, b_m = float(per_seed["a"].mean()), float(per_seed["b"].mean())
+                rows.append(dict(profile=profile, claim=claim, ssm=ssm, dataset=name, part=part,
+                                 mean=float(per_seed["diff"].mean()), lo=lo, hi=hi, a_mean=a_m, b_mean=b_m,
+                                 n_seeds=len(per_seed), inputs=", ".join(sorted(set(g["input"]))),
+                                 flag=flag(a_m, b_m, _chance(ds, name)),
+                                 paper=name in _paper_sets()))
+    cols = ["profile", "claim", "ssm", "dataset", "part", "mean", "lo", "hi", "a_mean", "b_mean", "n_seeds",
+            "inputs", "flag", "paper"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _paper_sets() -> tuple:
+    from lib.grid import PAPER_DATASETS
+
+    return PAPER_DATASETS
+
+
+def _pool(rows: pd.DataFrame, pairs_by_set: dict, *, n_boot, seed):
+    groups = [pairs_by_set[n] for n in rows["dataset"]]
+    lo, hi = hierarchical_ci(groups, n=n_boot, seed=seed)
+    mean = float(np.mean([g.mean() for g in groups])) if groups else math.nan
+    return mean, lo, hi
+
+
+def verdict_table(df: pd.DataFrame, profile: str, *, ssms=R.PAPER_SSMS, n_boot: int = N_BOOT,
+                  seed: int = 0) -> pd.DataFrame:
+    """One row per scope ("paper's sets", "all sets") × claim × SSM: the pooled effect (C4: the
+    compound gain G, with E beside it), its interval, the verdict (``RULES``), the data sets it
+    rests on and those flagged and left out (with why), and the seed count."""
+    d = records(df, profile)
+    per = per_dataset(df, profile, ssms=ssms, n_boot=n_boot, seed=seed)
+    out = []
+    for scope, only_paper in (("paper's sets", True), ("all sets", False)):
+        for claim in ("C1", "C3", "C4"):
+            for ssm in ssms:
+                ds = d[d["ssm"] == ssm] if not d.empty else d
+                p = claim_pairs(ds, claim)
+                sel = per[(per["claim"] == claim) & (per["ssm"] == ssm)]
+                if only_paper:
+                    sel = sel[sel["paper"].astype(bool)]
+                res = {}
+                for part in (("G", "E") if claim == "C4" else ("",)):
+                    rows = sel[sel["part"] == part]
+                    flagged = rows[rows["flag"] != ""]
+                    if claim == "C4":  # a set flagged on either part is left out of both
+                        flagged = sel[(sel["flag"] != "")]
+                    used = rows[~rows["dataset"].isin(set(flagged["dataset"]))]
+                    seeds = {n: g.groupby("seed")["diff"].mean().to_numpy()
+                             for n, g in p[p["part"] == part].groupby("dataset")}
+                    res[part] = (_pool(used, seeds, n_boot=n_boot, seed=seed), used, flagged)
+                (mean, lo, hi), used, flagged = res["G" if claim == "C4" else ""]
+                lo2 = hi2 = mean2 = math.nan
+                if claim == "C4":
+                    (mean2, lo2, hi2), used_e, _ = res["E"]
+                    used = used[used["dataset"].isin(set(used_e["dataset"]))]
+                verdict = RULES[claim].decide(lo, hi, mean, lo2, hi2) if len(used) else (
+                    "not decidable" if len(flagged) else "not yet run")
+                out.append(dict(profile=profile, scope=scope, claim=claim, ssm=ssm, effect=mean, lo=lo, hi=hi,
+                                e_effect=mean2, e_lo=lo2, e_hi=hi2, verdict=verdict, n_sets=len(used),
+                                sets=", ".join(used["dataset"]),
+                                flagged=", ".join(sorted({f"{n} ({f})" for n, f in
+                                                          zip(flagged["dataset"], flagged["flag"])})),
+                                n_seeds=int(used["n_seeds"].min()) if len(used) else 0,
+                                inputs="; ".join(f"{n}: {i}" for n, i in zip(used["dataset"], used["inputs"]))))
+    cols = ["profile", "scope", "claim", "ssm", "effect", "lo", "hi", "e_effect", "e_lo", "e_hi", "verdict",
+            "n_sets", "sets", "flagged", "n_seeds", "inputs"]
+    return pd.DataFrame(out, columns=cols)
+
+
+def summary_sentence(v: pd.DataFrame) -> str:
+    """A plain-language paragraph from ``verdict_table`` rows of one scope (computed, never typed)."""
+    if v.empty:
+        return "No records yet: every claim is not yet run."
+    parts = []
+    names = {"C1": "looping matches the standard model (C1)", "C3": "reshaping gains at least a point (C3)",
+             "C4": "the two compound (C4)"}
+    for claim, g in v.groupby("claim", sort=True):
+        by = {o: sorted(g[g["verdict"] == o]["ssm"]) for o in (*OUTCOMES, "not yet run", "not decidable")}
+        bits = [f"{o} for {', '.join(s)}" for o, s in by.items() if s]
+        parts.append(f"That {names[claim]}: " + "; ".join(bits) + ".")
+    sets = sorted({s for x in v["sets"] for s in x.split(", ") if s})
+    flagged = sorted({s for x in v["flagged"] for s in x.split(", ") if s})
+    tail = f" The pooled effects rest on {len(sets)} data set{'s' * (len(sets) != 1)} ({', '.join(sets) or 'none'})"
+    tail += f"; flagged and left out: {', '.join(flagged)}." if flagged else "."
+    return " ".join(parts) + tail

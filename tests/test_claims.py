@@ -1,0 +1,117 @@
+"""The verdicts' statistics and rules (lib.claims), on constructed records whose answer is known."""
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lib import claims as C
+from tests.test_results import make_record
+
+SEEDS = (2345, 3456, 4567, 5678, 6789)
+
+
+def cell(dataset, ssm, blocks, loops, accs, reshape="none", chunk=1, classes=4, profile="budget", val=None):
+    return [make_record(dataset=dataset, ssm=ssm, blocks=blocks, loops=loops, depth=blocks * loops,
+                        reshape=reshape, chunk=chunk, seed=s, test_acc=a, val_acc=a if val is None else val,
+                        profile=profile, pipeline={"n_classes": classes})
+            for s, a in zip(SEEDS, accs)]
+
+
+def grid(diffs, base=0.70, ssm="s5", reshape_gain=0.0, noise=0.0, seed=0, **kw):
+    """Records of several data sets: looped = standard + diff (per data set), optionally reshaped."""
+    rng = np.random.default_rng(seed)
+    recs = []
+    for i, d in enumerate(diffs):
+        name = f"D{i}"
+        std = base + noise * rng.normal(size=5)
+        loo = std + d / 100 + noise * rng.normal(size=5)
+        recs += cell(name, ssm, 6, 1, std, **kw) + cell(name, ssm, 1, 6, loo, **kw)
+        if reshape_gain:
+            recs += cell(name, ssm, 6, 1, std + reshape_gain / 100, "concat", 4, **kw)
+            recs += cell(name, ssm, 1, 6, loo + reshape_gain / 100, "concat", 4, **kw)
+    return pd.DataFrame(recs)
+
+
+def verdict(v, claim, ssm="s5", scope="all sets"):
+    return v[(v["claim"] == claim) & (v["ssm"] == ssm) & (v["scope"] == scope)].iloc[0]
+
+
+def test_hierarchical_ci_covers_the_mean_and_widens_with_spread():
+    rng = np.random.default_rng(1)
+    tight = [rng.normal(0.0, 0.1, 5) for _ in range(6)]
+    wide = [rng.normal(0.0, 3.0, 5) + rng.normal(0, 3) for _ in range(6)]
+    lo, hi = C.hierarchical_ci(tight, n=2000)
+    lo2, hi2 = C.hierarchical_ci(wide, n=2000)
+    assert lo < np.mean([g.mean() for g in tight]) < hi
+    assert hi2 - lo2 > 5 * (hi - lo)
+    assert all(math.isnan(x) for x in C.hierarchical_ci([], n=10))
+    assert C.hierarchical_ci(tight, n=500, seed=3) == C.hierarchical_ci(tight, n=500, seed=3)
+
+
+def test_hierarchical_ci_resamples_data_sets_not_only_seeds():
+    """Two data sets at +5 and −5 with no seed noise: a seeds-only bootstrap would give a zero-width
+    interval at 0; resampling the data sets gives one that spans them."""
+    lo, hi = C.hierarchical_ci([np.full(5, 5.0), np.full(5, -5.0)], n=4000)
+    assert lo == pytest.approx(-5.0) and hi == pytest.approx(5.0)
+
+
+@pytest.mark.parametrize("diffs,expected", [((0.0, 0.2, -0.2, 0.1), "holds"),
+                                            ((-5.0, -4.6, -5.3, -4.9), "fails"),
+                                            ((3.0, -6.0, 4.0, -5.0), "inconclusive")])
+def test_c1_non_inferiority_three_outcomes(diffs, expected):
+    v = C.verdict_table(grid(diffs, noise=0.002), "budget", ssms=("s5",), n_boot=2000)
+    r = verdict(v, "C1")
+    assert r["verdict"] == expected, r
+    assert r["n_sets"] == 4 and r["sets"] == "D0, D1, D2, D3"
+
+
+def test_c3_needs_a_point_of_gain():
+    assert verdict(C.verdict_table(grid((0, 0, 0), reshape_gain=3.0), "budget", ssms=("s5",), n_boot=500),
+                   "C3")["verdict"] == "holds"
+    assert verdict(C.verdict_table(grid((0, 0, 0), reshape_gain=0.2), "budget", ssms=("s5",), n_boot=500),
+                   "C3")["verdict"] == "fails"
+
+
+def test_c4_compound_gain_and_looping_on_reshaped_input():
+    r = verdict(C.verdict_table(grid((0.0, 0.1, -0.1), reshape_gain=3.0), "budget", ssms=("s5",), n_boot=500), "C4")
+    assert r["verdict"] == "holds" and r["effect"] == pytest.approx(3.0, abs=0.2)
+    r = verdict(C.verdict_table(grid((-4.0, -4.2, -3.9), reshape_gain=2.0), "budget", ssms=("s5",), n_boot=500), "C4")
+    assert r["verdict"] == "fails"  # looping loses 4 points on the reshaped input
+
+
+def test_ceiling_and_chance_sets_are_flagged_and_left_out():
+    recs = grid((0.0, 0.1), noise=0.001)
+    recs = pd.concat([recs, pd.DataFrame(cell("Top", "s5", 6, 1, [0.99] * 5) + cell("Top", "s5", 1, 6, [0.90] * 5)
+                                         + cell("Coin", "s5", 6, 1, [0.5] * 5, classes=2)
+                                         + cell("Coin", "s5", 1, 6, [0.4] * 5, classes=2))])
+    per = C.per_dataset(recs, "budget", ssms=("s5",), n_boot=200)
+    flags = dict(zip(per[per["claim"] == "C1"]["dataset"], per[per["claim"] == "C1"]["flag"]))
+    assert flags == {"D0": "", "D1": "", "Top": "", "Coin": "chance"}  # Top: only one model above 97 %
+    recs.loc[(recs["dataset"] == "Top") & (recs["blocks"] == 1), "test_acc"] = 0.98
+    r = verdict(C.verdict_table(recs, "budget", ssms=("s5",), n_boot=200), "C1")
+    assert "Top (ceiling)" in r["flagged"] and "Coin (chance)" in r["flagged"] and r["sets"] == "D0, D1"
+
+
+def test_profiles_are_never_mixed():
+    recs = pd.concat([grid((0.0,), noise=0.001), grid((-9.0,), profile="full", noise=0.001)])
+    assert verdict(C.verdict_table(recs, "budget", ssms=("s5",), n_boot=200), "C1")["effect"] == pytest.approx(0, abs=0.3)
+    assert verdict(C.verdict_table(recs, "full", ssms=("s5",), n_boot=200), "C1")["effect"] == pytest.approx(-9, abs=0.3)
+
+
+def test_rule_decisions_at_the_boundaries():
+    c1 = C.RULES["C1"]
+    assert c1.decide(-C.DELTA, 2.0) == "holds"
+    assert c1.decide(-3.0, -C.DELTA - 1e-9) == "fails"
+    assert c1.decide(-1.5, 0.5) == "inconclusive"
+    assert c1.decide(math.nan, math.nan) == "not yet run"
+    c3 = C.RULES["C3"]
+    assert c3.decide(0.1, 3.0, mean=1.5) == "holds" and c3.decide(0.1, 3.0, mean=0.9) == "inconclusive"
+    assert c3.decide(-1.0, 0.99, mean=0.0) == "fails"
+
+
+def test_pilot_and_main_records_of_one_training_count_once():
+    recs = grid((0.5,), noise=0.001)
+    pilot = recs[recs["blocks"] == 1].assign(tag="pilot")
+    d = C.records(pd.concat([recs, pilot]), "budget")
+    assert len(d) == len(recs)
