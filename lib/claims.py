@@ -302,3 +302,40 @@ def summary_sentence(v: pd.DataFrame) -> str:
     tail = f" The pooled effects rest on {len(sets)} data set{'s' * (len(sets) != 1)} ({', '.join(sets) or 'none'})"
     tail += f"; flagged and left out: {', '.join(flagged)}." if flagged else "."
     return " ".join(parts) + tail
+
+
+#: truncation is acceptable when it moves looped − standard by at most this much on average (points)
+CALIBRATION_TOLERANCE = 1.0
+
+
+def calibration_table(df: pd.DataFrame, cells, *, n_boot: int = N_BOOT, seed: int = 0) -> pd.DataFrame:
+    """Budget against full on the same cells (``cells``: ``(dataset, ssm, reshape, chunk)``, each run
+    standard 6×1 and looped 1×6 in both profiles): each profile's mean ± std test accuracy of both
+    models, its paired looped − standard difference with a seed-bootstrap interval, and ``shift``
+    = budget difference − full difference (points). Cells without both profiles' pairs are left out."""
+    rows = []
+    for name, ssm, reshape, chunk in cells:
+        row = dict(dataset=name, ssm=ssm, input=_input(reshape, chunk))
+        ok = True
+        for profile in ("full", "budget"):
+            d = records(df, profile)
+            if d.empty:
+                ok = False
+                break
+            d = d[(d["dataset"] == name) & (d["ssm"] == ssm) & (d["reshape"] == reshape) & (d["chunk"] == chunk)]
+            p = _pairs(d, dict(blocks=LOOPED[0], loops=LOOPED[1]), dict(blocks=STANDARD[0], loops=STANDARD[1]))
+            if p.empty:
+                ok = False
+                break
+            lo, hi = hierarchical_ci([p["diff"].to_numpy()], n=n_boot, seed=seed)
+            for side, m in (("standard", STANDARD), ("looped", LOOPED)):
+                acc = 100 * R.select(d, dict(blocks=m[0], loops=m[1]))["test_acc"].astype(float)
+                row[f"{profile} {side}"] = f"{acc.mean():.2f} ± {acc.std(ddof=0):.2f}"
+            steps = d["steps"].astype(float)
+            row[f"{profile} diff"], row[f"{profile} lo"], row[f"{profile} hi"] = float(p["diff"].mean()), lo, hi
+            row[f"{profile} steps"] = float(steps.median())
+            row[f"{profile} seeds"] = len(p)
+        if ok:
+            row["shift"] = row["budget diff"] - row["full diff"]
+            rows.append(row)
+    return pd.DataFrame(rows)

@@ -40,7 +40,7 @@ from pathlib import Path
 
 from lib import results as R
 from lib.profiles import PROFILE_NAMES
-from lib.run import REPO, RunSpec, run, strip_flag
+from lib.run import REPO, RunSpec, check_writable, run, strip_flag
 
 
 @dataclasses.dataclass(frozen=True)
@@ -366,6 +366,39 @@ def budget_order(specs, records=()) -> list:
     return [s for key in sorted(groups, key=value) for s in groups[key]]
 
 
+def budget_coverage(records, profile: str = "budget") -> "pd.DataFrame":
+    """The budget grid as a matrix: one row per data set × input, one column per SSM × model, each
+    cell "n/5" (seeds recorded; "·" for none; "" where the grid has no such cell); plus the row's
+    core-hours spent (records' ``wall_s``, one program per configuration) and its estimate left."""
+    import pandas as pd
+
+    recs = [r for r in _rows(records) if r.get("profile") == profile]
+    specs = budget_grid(profile, records=recs)
+    got = records_for(specs, recs)
+    have = {}
+    for r in got.to_dict("records"):
+        have.setdefault(R.training_key(r), r)
+    b = cost_model(list(R.iter_records(str(REPO / "data" / "results" / "*.jsonl"), validate=False)))
+    rows = {}
+    for s in specs:
+        key = (s.dataset, "none" if s.reshape == "none" else f"{s.reshape}/{s.chunk}")
+        row = rows.setdefault(key, {"data set": s.dataset, "input": key[1], "core-h spent": 0.0, "core-h left": 0.0})
+        seen = [have.get(R.training_key(s.training_fields(x))) for x in s.seeds]
+        n = sum(r is not None for r in seen)
+        col = "pilot" if s.tag == PILOT_TAG else s.ssm
+        mark = "✓" if n == len(s.seeds) else f"{n}/{len(s.seeds)}" if n else "·"
+        row[col] = (row.get(col, "") + " " + f"{s.blocks}×{s.loops} {mark}").strip()
+        if n:
+            row["core-h spent"] += max(r["wall_s"] for r in seen if r is not None) / 3600
+        if n < len(s.seeds):
+            row["core-h left"] += cost_s(s, b) / 3600
+    df = pd.DataFrame(list(rows.values())).fillna("")
+    cols = ["data set", "input"] + [c for c in (*MAIN_SSMS, "pilot") if c in df.columns] + ["core-h spent",
+                                                                                           "core-h left"]
+    df = df.sort_values(["data set", "input"], key=lambda c: c.map(lambda v: (v != "none", str(v))))
+    return df[cols].round(2).reset_index(drop=True) if len(df) else df
+
+
 def estimate_text(specs, out) -> str:
     """The grid's cost: configurations done and core-hours spent (from the records' ``wall_s``), and the
     core-hours left at the step caps (``cost_s``, seconds per seed-step fitted on the records)."""
@@ -585,14 +618,77 @@ def parse_shard(text: str) -> tuple[int, int]:
     return i, n
 
 
+#: set in a worker's environment: the pid of the ``--workers`` process that started it
+PARENT_ENV = "LOOPED_SSM_GRID_PARENT"
+
+
+def _watch_parent(parent: int, every_s: float = 1.0) -> None:
+    """In a worker: stop (SIGTERM to itself) once the process that started it is gone. A thread that
+    polls the parent pid; on Linux ``prctl(PR_SET_PDEATHSIG)`` (``_spawn_workers``) acts at once."""
+    import signal
+    import threading
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(every_s)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="watch-parent", daemon=True).start()
+
+
 def _spawn_workers(argv: list, n: int) -> int:
-    """Run ``n`` shards of the same command as subprocesses; the worst exit status wins."""
-    procs = []
-    for i in range(n):
-        env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false", XLA_PYTHON_CLIENT_MEM_FRACTION=f"{0.9 / n:.3f}")
-        procs.append(subprocess.Popen([sys.executable, "-m", "lib.grid", *argv, "--shard", f"{i}/{n}",
-                                       "--workers", "1"], env=env))
-    codes = [p.wait() for p in procs]
+    """Run ``n`` shards of the same command as subprocesses; the worst exit status wins.
+
+    The workers stop with this process: each asks Linux for a SIGTERM when its parent dies
+    (``prctl(PR_SET_PDEATHSIG)``, set between fork and exec) and also polls its parent's pid
+    (``_watch_parent``), so a killed parent leaves no worker writing. Each worker has its own process
+    group; a SIGINT (Ctrl-C) or SIGTERM this process receives is passed on to every worker, which
+    stops at once (the checkpoints hold the last evaluation), and then it returns 130 or 143."""
+    import signal
+
+    parent = os.getpid()
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here, not in the forked child
+    except (OSError, AttributeError):  # not Linux: the poll thread alone
+        prctl = None
+
+    def in_child():  # between fork and exec: no imports, no locks
+        if prctl is not None:
+            prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(143)
+
+    procs, got = [], []
+
+    def forward(signum, frame):
+        got.append(signum)
+        for p in procs:
+            if p.poll() is None:
+                try:
+                    p.send_signal(signum)
+                except ProcessLookupError:
+                    pass
+
+    old = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for i in range(n):
+            if got:
+                break
+            env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false",
+                       XLA_PYTHON_CLIENT_MEM_FRACTION=f"{0.9 / n:.3f}", **{PARENT_ENV: str(parent)})
+            procs.append(subprocess.Popen([sys.executable, "-m", "lib.grid", *argv, "--shard", f"{i}/{n}",
+                                           "--workers", "1"], env=env, preexec_fn=in_child, process_group=0))
+        codes = [p.wait() for p in procs]
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+    if got:
+        from lib.run import INTERRUPTED
+
+        print(f"workers stopped (exit status {codes}); {INTERRUPTED}", flush=True)
+        return 130 if signal.SIGINT in got else 143
     print(f"workers finished with exit status {codes}", flush=True)
     return max(codes)
 
@@ -640,8 +736,16 @@ def main(argv=None) -> int:
         print(f"error: unknown ssm(s) {bad}; choose from {list(SSM_NAMES)}", file=sys.stderr)
         return 2
     out = a.out or default_out(a.grid, a.profile)
-    specs = GRIDS[a.grid](a.profile, a.datasets, a.ssms)
-    have = set(_available({s.dataset for s in specs}))
+    try:
+        specs = GRIDS[a.grid](a.profile, a.datasets, a.ssms)
+        have = set(_available({s.dataset for s in specs}))
+        if not a.dry_run:
+            check_writable(out, "--out")  # before anything trains
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if os.environ.get(PARENT_ENV, "").isdigit() and a.shard:  # a worker of --workers N: stop with it
+        _watch_parent(int(os.environ[PARENT_ENV]))
     skipped = sorted({s.dataset for s in specs} - have)
     specs = [s for s in specs if s.dataset in have]
     if a.workers > 1 and not a.dry_run:
@@ -662,6 +766,9 @@ def main(argv=None) -> int:
         for s in specs:
             print("  " + s.command(out))
         return 0
+    import zipfile
+
+    from lib.run import INTERRUPTED, cli_message
     from lib.train import Interrupted  # jax: only once something trains (not for --dry-run or bad arguments)
 
     t0 = time.perf_counter()
@@ -691,9 +798,12 @@ def main(argv=None) -> int:
         try:
             recs = run(spec, out, save_params=save if (spec.blocks == 1 and save) else None,
                        command=grid_command(a.grid, a.profile, a.out), deadline=deadline, trained=trained)
-        except (ValueError, FileNotFoundError) as e:
-            print(f"error in {spec.command(out)}: {e}", file=sys.stderr)
+        except (ValueError, OSError, IndexError, KeyError, zipfile.BadZipFile) as e:
+            print(f"error in {spec.command(out)}: {cli_message(e)}", file=sys.stderr)
             return 2
+        except KeyboardInterrupt:  # the checkpoint holds the last evaluation; records are written whole
+            print(INTERRUPTED, file=sys.stderr)
+            return 130
         except Interrupted as e:
             return budget_reached(i, f"{spec.dataset} {spec.ssm} {spec.blocks}x{spec.loops} "
                                      f"{spec.reshape}/{spec.chunk} {e}; ")
@@ -707,4 +817,10 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # outside the training loop's own handler
+        from lib.run import INTERRUPTED
+
+        print(INTERRUPTED, file=sys.stderr)
+        sys.exit(130)

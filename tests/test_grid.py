@@ -267,3 +267,85 @@ def test_widget_grid_skips_the_trainings_the_main_grid_recorded(tmp_path, monkey
     out = capsys.readouterr().out
     assert out.count("skipped (the main grid's records hold this training)") == len(specs), out
     assert not (tmp_path / "widget-smoke.jsonl").exists()
+
+
+# ---------------------------------------------------------------------------------------------- budget grid
+def _budget_records(specs, val=0.8, test=0.75, **over):
+    template = json.loads((REPO / "data/results/baseline.jsonl").read_text().splitlines()[0])
+    return [dict(template, **s.key_fields(x), val_acc=val, test_acc=test, **over) for s in specs for x in s.seeds]
+
+
+def test_budget_profile_is_a_truncation_of_full():
+    from lib.profiles import PROFILES, max_steps
+    from lib.train import DEFAULT_LR, train_config
+
+    full, budget = PROFILES["full"], PROFILES["budget"]
+    assert {k: v for k, v in full.items() if k not in ("max_steps", "eval_every", "patience")} == \
+        {k: v for k, v in budget.items() if k not in ("max_steps", "eval_every", "patience")}
+    assert (budget["eval_every"], budget["patience"], budget["max_steps"]) == (250, 4, 3000)
+    for ssm, lr in DEFAULT_LR.items():  # the SSMs trained at 1e-4 get 6,000 steps
+        assert max_steps("budget", ssm) == (6000 if lr == 1e-4 else 3000)
+        assert train_config(ssm, "budget").max_steps == max_steps("budget", ssm)
+        assert train_config(ssm, "full").max_steps == 30_000
+
+
+def test_budget_grid_runs_calibration_then_pilots_then_comparisons():
+    specs = G.budget_grid("budget", records=[])
+    calib = {(n, s, r, c) for n, s, r, c in G.CALIBRATION}
+    kinds = ["calibration" if (s.dataset, s.ssm, s.reshape, s.chunk) in calib and 1 in (s.blocks, s.loops) else
+             "pilot" if s.tag == G.PILOT_TAG else "cell" for s in specs]
+    assert kinds == sorted(kinds, key=["calibration", "pilot", "cell"].index)
+    assert kinds.count("calibration") == 2 * len(G.CALIBRATION)
+    # without pilot records only the fixed-chunk sets (SCP1, MotorImagery) have comparisons
+    assert {s.dataset for s in specs if s.tag == "main"} <= {"SelfRegulationSCP1", "MotorImagery", "NATOPS"}
+    assert all(s.profile == "budget" and len(s.seeds) == 5 for s in specs)
+    keys = [R.training_key(s.training_fields(s.seeds[0])) for s in specs]
+    assert len(keys) == len(set(keys))  # a calibration cell that is also a grid cell trains once
+
+
+def test_budget_pilot_chooses_the_chunk_on_validation_and_opens_the_set():
+    pilots = G.pilot_grid("budget", ["LSST"])
+    assert [s.chunk for s in pilots] == list(G.BUDGET_SETS["LSST"].candidates)
+    recs = []
+    for s in pilots:  # validation best at chunk 3, test best at chunk 2: the choice must follow validation
+        recs += _budget_records([s], val=0.9 if s.chunk == 3 else 0.5, test=0.9 if s.chunk == 2 else 0.5)
+    assert G.budget_chunks(recs)["LSST"] == 3
+    assert "LSST" not in G.budget_chunks(recs[:-1])  # an incomplete pilot chooses nothing
+    cells = [s for s in G.budget_grid("budget", ["LSST"], records=recs) if s.tag == "main"]
+    assert {(s.reshape, s.chunk) for s in cells} == {("none", 1), ("concat", 3)}
+    assert {(s.blocks, s.loops) for s in cells} == {(6, 1), (1, 6), (2, 3), (3, 2)}
+
+
+def test_budget_ragged_and_padded_sets_carry_their_policy():
+    jv = [s for s in G.pilot_grid("budget", ["JapaneseVowels"])]
+    assert all(s.ragged == "pad" and s.pad for s in jv)
+    assert "--ragged pad" in jv[0].command() and "--pad" in jv[0].command()
+
+
+def test_cost_model_reads_seconds_per_seed_step_from_the_records():
+    spec = G.calibration_grid()[0]
+    rec = _budget_records([spec])
+    T = G.input_length(spec)
+    b = 200e-6
+    for r in rec:
+        r.update(device="cpu", steps=1000, depth=6, seq_len=T, compile_s=10.0, command="c", created="t",
+                 wall_s=10.0 + 5 * 1000 * (G.OVERHEAD_S + b * 6 * T))
+    assert G.cost_model(rec)[spec.ssm] == pytest.approx(b)
+    assert G.cost_model([])[spec.ssm] == G.B_PRIOR[spec.ssm]
+
+
+def test_input_length_matches_the_pipeline():
+    from lib import data as D
+
+    for spec in G.pilot_grid("budget", ["Epilepsy", "JapaneseVowels"]):
+        ds = D.load_uea(spec.dataset, ragged=spec.ragged)
+        s = D.prepare(D.split(ds, "paper", 2345), reshape=spec.reshape, chunk=spec.chunk, pad=spec.pad)
+        assert s.X_train.shape[1] == G.input_length(spec)
+
+
+def test_budget_coverage_marks_what_is_recorded():
+    specs = G.calibration_grid()[:2]
+    cov = G.budget_coverage(_budget_records(specs[:1]) + _budget_records(specs[1:])[:2])
+    label = "none" if specs[0].reshape == "none" else f"{specs[0].reshape}/{specs[0].chunk}"
+    row = cov[(cov["data set"] == specs[0].dataset) & (cov["input"] == label)].iloc[0]
+    assert row[specs[0].ssm] == "6×1 ✓ 1×6 2/5"
