@@ -23,6 +23,16 @@ visits k distinct points in turn. Caveat for residual blocks, ``h ← h + f(h)``
 linearly with depth, ``r`` decays like 1/i without any fixed point, so look at ``d`` and at the norm
 (column ``norm``) too.
 
+Trajectory classes (:func:`classify_trajectory`). The metrics above are *relative* to ``‖h‖``, which a
+residual stream grows, so a falling ``r`` does not tell a fixed point from a drift. The classifier looks
+at one trajectory of states ``h_0, h_1, …, h_n`` (each state flattened to one vector; for a trained
+model :func:`model_trajectory` gives ``h_0 = E(u)``, the encoder output, then every application) through
+numbers that do not depend on ``‖h‖``: the steps ``s_i = ‖h_i − h_{i−1}‖``, their ratios
+``ρ_i = s_{i+1} / s_i``, the cosine between successive steps and, for a period p, the return distance
+``q_p`` (``‖h_i − h_{i−p}‖`` over the largest step in between). It decides on the *tail*, the last
+``max(2, ⌈m/2⌉)`` of the m ratios, so an early transient (the first application moves the encoder output
+further than the later ones) does not decide. See :func:`classify_trajectory` for the criterion.
+
 Test-time depth runs a trained model for ``n`` loops instead of the L it was trained with. Because every
 application sees only the previous one, the first ``n·k`` iterates of a run with ``N ≥ n`` loops are the
 iterates of a run with n loops, so one forward pass to the largest n gives the logits (``readout`` of
@@ -44,7 +54,9 @@ from lib.model import build_model, count_params, untie
 
 __all__ = ["block_iterates", "iterate_metric_arrays", "iterate_metrics", "depth_sweep", "test_time_depth",
            "reinit", "inclusion_check", "params_vs_depth", "schedule_frame", "load_trained", "saved_models",
-           "pick_saved", "loop_families", "EPS"]
+           "pick_saved", "loop_families", "EPS", "classify_trajectory", "classify_cases", "label_shares",
+           "model_trajectory", "LABELS", "MIN_ITERATES", "STEP_TOL", "RHO_CONTRACT", "RHO_STEADY",
+           "RHO_DIVERGE", "COS_DRIFT", "Q_CYCLE"]
 
 #: added to every norm in a denominator, so an all-zero hidden vector gives a finite ratio
 EPS = 1e-12
@@ -118,6 +130,169 @@ def iterate_metrics(states, blocks: int):
     ``dist_to_last``, ``step_change`` (to the previous application, any block) and ``norm``.
     """
     return _frame(iterate_metric_arrays(jnp.asarray(states), int(blocks)), int(blocks))
+
+
+# ------------------------------------------------------------------------------- trajectory classes
+#: the labels of :func:`classify_trajectory`, in the order tables show them
+LABELS = ("fixed point", "cycle", "drift", "diverging", "undecided")
+#: fewest states h_0..h_n the classifier decides on (3 steps, 2 step ratios); shorter: ``undecided``
+MIN_ITERATES = 4
+#: last step relative to the last state, ``s_n / ‖h_n‖``, at or below which the trajectory has stopped
+#: (a fixed point reached to float precision, where the step ratios are rounding noise)
+STEP_TOL = 1e-5
+#: tail step ratio (geometric mean) at or below which the steps contract: a fixed point ahead
+RHO_CONTRACT = 0.8
+#: steps of steady size: every tail step ratio within ``[1 / RHO_STEADY, RHO_STEADY]`` (drift); for a
+#: cycle of period p, the ratio of each tail step to the step p before it. Outside it on every tail
+#: ratio, the steps shrink (below) or grow (above) clearly, which a fixed point or divergence needs
+RHO_STEADY = 1.1
+#: tail step ratio (geometric mean) at or above which the steps grow: diverging
+RHO_DIVERGE = 1.25
+#: smallest cosine between successive tail steps for a drift: the step direction has converged
+COS_DRIFT = 0.9
+#: largest return distance ``q_p`` (tail) for a cycle of period p
+Q_CYCLE = 0.25
+
+
+def _tail_len(ratios: int) -> int:
+    return max(2, math.ceil(ratios / 2))
+
+
+def classify_trajectory(traj, periods=(2, 3)) -> dict:
+    """Fixed point, cycle, drift, diverging or undecided: the class of one trajectory and its numbers.
+
+    ``traj``: ``(n + 1, ...)``, state ``h_i = traj[i]`` flattened to one vector (a case's whole hidden
+    sequence ``(T, H)``, or a whole test set ``(B, T, H)`` for a summary over cases). With the steps
+    ``s_i = ‖h_i − h_{i−1}‖`` (i = 1..n) and their ratios ``ρ_i = s_{i+1} / s_i`` (m = n − 1 of them),
+    the *tail* is the last ``max(2, ⌈m/2⌉)`` ratios and the steps they join. The numbers:
+
+    * ``rho``: geometric mean of the tail ratios (``rho_min``, ``rho_max``: their range);
+    * ``cos_min``: smallest cosine between successive tail steps;
+    * ``q{p}`` for each p in ``periods``: largest over the tail states i (with i ≥ p) of
+      ``‖h_i − h_{i−p}‖ / max(s_{i−p+1}, …, s_i)``: 0 when the trajectory returns after p steps, 2 for
+      two equal steps in one direction, about 1 for independent noise;
+    * ``rel_step``: ``s_n / ‖h_n‖``.
+
+    The label is the first rule that holds, in this order:
+
+    1. fewer than ``MIN_ITERATES`` states: ``undecided`` (too short);
+    2. ``rel_step ≤ STEP_TOL``: ``fixed point`` (stopped);
+    3. ``rho ≤ RHO_CONTRACT`` and ``rho_max < 1/RHO_STEADY`` (every tail step clearly shorter than the
+       one before): ``fixed point`` (contracting);
+    4. ``rho ≥ RHO_DIVERGE`` and ``rho_min > RHO_STEADY`` (every tail step clearly longer):
+       ``diverging``;
+    5. for the smallest p in ``periods`` with ``q{p} ≤ Q_CYCLE`` and every tail step within a factor
+       ``RHO_STEADY`` of the step p before it: ``cycle`` (``period`` p);
+    6. every tail ratio within ``[1/RHO_STEADY, RHO_STEADY]`` and ``cos_min ≥ COS_DRIFT``: ``drift``
+       (steps of constant size in a converged direction: ``h ← h + c``, and the linear growth of a
+       residual stream);
+    7. otherwise ``undecided``: noise (cosine near −1/2, ``q ≈ 1``); a slow contraction or slow growth
+       that this many states cannot tell from a drift; or a transient in the tail (one ratio far
+       from the others, as when the first application's large step is among two tail ratios).
+
+    None of these numbers changes when the trajectory is scaled or shifted, so a norm that grows with
+    depth cannot turn a drift into a fixed point (the relative change ``r`` of
+    :func:`iterate_metrics` falls like 1/i on ``h ← h + c``; ``rho`` stays 1). Returns a dict with
+    ``label``, ``period`` (cycles; else None), ``reason`` (the rule in words), ``n_iterates``, the
+    numbers above and ``steps`` (all n of them, a tuple).
+    """
+    h = np.asarray(traj, np.float64)
+    h = h.reshape(h.shape[0], -1)
+    n_it = h.shape[0]
+    periods = tuple(sorted({int(p) for p in periods}))
+    out = dict(label="undecided", period=None, reason="", n_iterates=n_it, rho=math.nan, rho_min=math.nan,
+               rho_max=math.nan, cos_min=math.nan, rel_step=math.nan, steps=())
+    out.update({f"q{p}": math.nan for p in periods})
+    if n_it < MIN_ITERATES:
+        out["reason"] = f"too short: {n_it} states, the rule needs at least {MIN_ITERATES}"
+        return out
+    d = np.diff(h, axis=0)                                     # d[i-1] = h_i − h_{i−1}
+    s = np.linalg.norm(d, axis=1)                              # s[i-1] = s_i, i = 1..n
+    n = len(s)
+    out["steps"] = tuple(float(v) for v in s)
+    out["rel_step"] = float(s[-1] / (np.linalg.norm(h[-1]) + EPS))
+    if out["rel_step"] <= STEP_TOL:
+        out.update(label="fixed point", reason=f"stopped: last step / ‖h‖ = {out['rel_step']:.1e} ≤ {STEP_TOL:g}")
+        return out
+    ratios = s[1:] / (s[:-1] + EPS)
+    t = _tail_len(len(ratios))
+    tail = ratios[-t:]
+    rho = float(np.exp(np.mean(np.log(np.maximum(tail, EPS)))))
+    dt = d[-(t + 1):]                                          # the t + 1 steps the tail ratios join
+    cos = np.sum(dt[1:] * dt[:-1], 1) / (np.linalg.norm(dt[1:], axis=1) * np.linalg.norm(dt[:-1], axis=1) + EPS)
+    out.update(rho=rho, rho_min=float(tail.min()), rho_max=float(tail.max()), cos_min=float(cos.min()))
+    steady_p = {}
+    for p in periods:
+        idx = [i for i in range(n - t + 1, n + 1) if i >= p]    # tail states h_i (i = n−t+1..n)
+        if not idx:
+            continue
+        out[f"q{p}"] = float(max(np.linalg.norm(h[i] - h[i - p]) / (s[i - p:i].max() + EPS) for i in idx))
+        same_side = [s[i - 1] / (s[i - 1 - p] + EPS) for i in range(n - t + 1, n + 1) if i - 1 - p >= 0]
+        steady_p[p] = bool(same_side) and all(1 / RHO_STEADY <= v <= RHO_STEADY for v in same_side)
+    if rho <= RHO_CONTRACT and out["rho_max"] < 1 / RHO_STEADY:
+        out.update(label="fixed point", reason=f"contracting: ρ = {rho:.3g} ≤ {RHO_CONTRACT:g}, every tail "
+                                               f"ratio < {1 / RHO_STEADY:.3g}")
+    elif rho >= RHO_DIVERGE and out["rho_min"] > RHO_STEADY:
+        out.update(label="diverging", reason=f"expanding: ρ = {rho:.3g} ≥ {RHO_DIVERGE:g}, every tail "
+                                             f"ratio > {RHO_STEADY:g}")
+    elif any(out[f"q{p}"] <= Q_CYCLE and steady_p.get(p) for p in periods):
+        p = next(p for p in periods if out[f"q{p}"] <= Q_CYCLE and steady_p.get(p))
+        out.update(label="cycle", period=p,
+                   reason=f"returns every {p} steps: q{p} = {out[f'q{p}']:.3g} ≤ {Q_CYCLE:g}, steps of steady size")
+    elif (1 / RHO_STEADY <= out["rho_min"] and out["rho_max"] <= RHO_STEADY
+          and out["cos_min"] >= COS_DRIFT):
+        out.update(label="drift", reason=(f"steady steps in one direction: tail ratios {out['rho_min']:.3g} to "
+                                          f"{out['rho_max']:.3g}, within [{1 / RHO_STEADY:.3g}, {RHO_STEADY:g}]; "
+                                          f"cosine ≥ {out['cos_min']:.3g}"))
+    else:
+        out["reason"] = f"no rule holds: ρ = {rho:.3g}, cos min {out['cos_min']:.3g}, " + ", ".join(
+            f"q{p} = {out[f'q{p}']:.3g}" for p in periods)
+    return out
+
+
+def classify_cases(traj, periods=(2, 3)):
+    """:func:`classify_trajectory` of every case: ``traj`` is ``(n + 1, B, ...)`` (case b's state i is
+    ``traj[i, b]``, flattened). A DataFrame with one row per case: ``case`` and the classifier's
+    numbers (``steps`` left out)."""
+    import pandas as pd
+
+    traj = np.asarray(traj)
+    rows = []
+    for b in range(traj.shape[1]):
+        res = classify_trajectory(traj[:, b], periods)
+        res.pop("steps")
+        rows.append(dict(case=b, **res))
+    return pd.DataFrame(rows)
+
+
+def label_shares(labels) -> dict:
+    """Fraction of each of ``LABELS`` among ``labels`` (every label present, 0.0 when absent)."""
+    labels = list(labels)
+    if not labels:
+        raise ValueError("no labels to count")
+    return {lab: sum(v == lab for v in labels) / len(labels) for lab in LABELS}
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _trajectory(graphdef, state, x, loops: int):
+    m = nnx.merge(graphdef, state)
+    return jnp.concatenate([m.encoder(x)[None], m.iterates(x, loops=loops)])
+
+
+def model_trajectory(model, X, loops: int | None = None, *, batch_size: int = 256) -> np.ndarray:
+    """The states of ``model`` (a copy, in eval mode) on ``X``: ``h_0 = E(u)`` (the encoder output) and
+    the output of every application, ``(1 + k·n, B, T, H)`` for ``n = loops`` (default: the trained
+    loop count). For k = 1 these are the block's iterates h_0..h_n; for k > 1 entry ``a`` is the
+    output of application a (block ``(a − 1) mod k``), so a period-k cycle of the classifier is every
+    block returning to its own point each loop, and ``traj[::k]`` (the states at the end of each loop)
+    are the iterates of the loop map, one pass through all k blocks."""
+    m = _eval_copy(model)
+    loops = int(m.config.loops if loops is None else loops)
+    graphdef, state = nnx.split(m)
+    X = np.asarray(X, np.float32)
+    parts = [np.asarray(_trajectory(graphdef, state, jnp.asarray(X[i:i + batch_size]), loops))
+             for i in range(0, len(X), batch_size)]
+    return np.concatenate(parts, axis=1)
 
 
 # ------------------------------------------------------------------------------------ test-time depth

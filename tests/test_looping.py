@@ -246,3 +246,138 @@ def test_loop_families_order_is_the_stated_rule_not_the_keys_text(tmp_path):
     # by data set; largest first; no reshaping first; chunks numerically (str order: 192, 384, 48, 96)
     assert got == [("A", "concat", 8), ("A", "concat", 16), ("N", "none", 1), ("N", "rechunk", 48),
                    ("N", "rechunk", 96), ("N", "rechunk", 192), ("N", "rechunk", 384)]
+
+
+# ------------------------------------------------------------------ trajectory classes (classify_trajectory)
+def _orth(d, seed):
+    return np.linalg.qr(np.random.default_rng(seed).normal(size=(d, d)))[0]
+
+
+def _iterate(A, b, h0, n):
+    """h_0 = h0, h_{i+1} = A h_i + b: ``n`` states."""
+    out = [h0]
+    for _ in range(n - 1):
+        out.append(A @ out[-1] + b)
+    return np.stack(out)
+
+
+def test_contraction_map_is_a_fixed_point():
+    """h <- A h + b, A symmetric with eigenvalues in [0.1, 0.6]: every step ratio is at most 0.6 (the
+    spectral radius), and with one eigenvalue well above the rest the ratio tends to it."""
+    d = 16
+    Q = _orth(d, 3)
+    A = Q @ np.diag(np.linspace(0.1, 0.6, d)) @ Q.T
+    rng = np.random.default_rng(4)
+    res = LP.classify_trajectory(_iterate(A, rng.normal(size=d), 10 * rng.normal(size=d), 12))
+    assert res["label"] == "fixed point" and res["reason"].startswith("contracting")
+    assert 0.1 - 1e-9 <= res["rho_min"] and res["rho_max"] <= 0.6 + 1e-9
+    assert res["period"] is None and len(res["steps"]) == 11
+    gap = Q @ np.diag(np.r_[np.linspace(0.05, 0.2, d - 1), 0.6]) @ Q.T
+    res = LP.classify_trajectory(_iterate(gap, rng.normal(size=d), rng.normal(size=d), 12))
+    assert res["label"] == "fixed point" and res["rho"] == pytest.approx(0.6, abs=0.01)
+    # a damped oscillation (eigenvalue -0.5) is a fixed point too, not a cycle
+    osc = _iterate(-0.5 * np.eye(d), rng.normal(size=d), rng.normal(size=d), 8)
+    assert LP.classify_trajectory(osc)["label"] == "fixed point"
+
+
+def test_drift_is_not_a_fixed_point_however_the_norm_grows():
+    """h <- h + c: the relative change r of iterate_metrics falls by more than half (the old verdict's
+    'fixed point'), the classifier says drift: every step the same, in the same direction."""
+    rng = np.random.default_rng(5)
+    B, T, L = 3, 4, 7
+    h0, c = rng.normal(size=(B, T, H)), rng.normal(size=(B, T, H))
+    states = np.stack([h0 + i * c for i in range(L)])
+    r = LP.iterate_metrics(states.astype(np.float32), 1)["rel_change"].to_numpy()
+    assert r[-1] / r[1] < 0.5                                   # the trap: r alone reads as settling
+    res = LP.classify_trajectory(states)
+    assert res["label"] == "drift"
+    assert res["rho"] == pytest.approx(1.0, abs=1e-9) and res["cos_min"] == pytest.approx(1.0, abs=1e-9)
+    assert res["q2"] == pytest.approx(2.0, abs=1e-9) and res["q3"] == pytest.approx(3.0, abs=1e-9)
+    # a little noise on top (1 % of a step) changes nothing; so does a steady slow-down of 3 % a step
+    noisy = states + 0.01 * np.linalg.norm(c) / np.sqrt(c.size) * rng.normal(size=states.shape)
+    assert LP.classify_trajectory(noisy)["label"] == "drift"
+    slowing = np.cumsum(np.stack([h0] + [0.97 ** i * c for i in range(L - 1)]), axis=0)
+    assert LP.classify_trajectory(slowing)["label"] == "drift"
+
+
+def test_cycles_of_period_two_and_three():
+    rng = np.random.default_rng(6)
+    pts = rng.normal(size=(3, 2, 5, H))
+    two = np.stack([pts[i % 2] for i in range(8)])
+    res = LP.classify_trajectory(two)
+    assert res["label"] == "cycle" and res["period"] == 2 and res["q2"] == pytest.approx(0.0, abs=1e-12)
+    assert res["cos_min"] == pytest.approx(-1.0, abs=1e-9)    # each step undoes the one before
+    # approaching the 2-cycle geometrically (each point + 0.5^i w) is a cycle as well
+    w = rng.normal(size=pts[0].shape)
+    near = np.stack([pts[i % 2] + 0.5 ** i * w for i in range(10)])
+    assert LP.classify_trajectory(near)["label"] == "cycle"
+    three = np.stack([pts[i % 3] for i in range(10)])
+    res3 = LP.classify_trajectory(three)
+    assert res3["label"] == "cycle" and res3["period"] == 3 and res3["q2"] > LP.Q_CYCLE
+    assert LP.classify_trajectory(three, periods=(2,))["label"] == "undecided"  # period 3 not looked for
+
+
+def test_expanding_map_diverges():
+    d = 12
+    Q = _orth(d, 7)
+    A = Q @ np.diag(np.linspace(1.2, 1.5, d)) @ Q.T
+    rng = np.random.default_rng(8)
+    res = LP.classify_trajectory(_iterate(A, rng.normal(size=d), rng.normal(size=d), 10))
+    assert res["label"] == "diverging" and res["reason"].startswith("expanding")
+    assert 1.2 - 1e-9 <= res["rho_min"] and res["rho_max"] <= 1.5 + 1e-9  # ‖A u‖ / ‖u‖ in [1.2, 1.5]
+
+
+def test_noise_is_undecided():
+    """Independent states: steps of about equal size (rho near 1) but cosine near -1/2 and q near 1."""
+    for seed in range(20):
+        res = LP.classify_trajectory(np.random.default_rng(seed).normal(size=(7, 4, 16)))
+        assert res["label"] == "undecided", (seed, res)
+        assert -0.9 < res["cos_min"] < 0 and res["q2"] > 0.5
+
+
+def test_short_stopped_and_scaled_trajectories():
+    rng = np.random.default_rng(9)
+    short = LP.classify_trajectory(rng.normal(size=(3, 8)))
+    assert short["label"] == "undecided" and short["reason"].startswith("too short")
+    still = np.repeat(rng.normal(size=(1, 8)), 6, axis=0)
+    assert LP.classify_trajectory(still)["label"] == "fixed point"
+    assert LP.classify_trajectory(still)["reason"].startswith("stopped")
+    # every number is unchanged by scaling and shifting: the norm of h cannot decide the class
+    h0, c = rng.normal(size=8), rng.normal(size=8)
+    drift = np.stack([h0 + i * c for i in range(7)])
+    cyc = np.stack([(h0, c)[i % 2] for i in range(7)])
+    for traj in (drift, cyc, _iterate(0.5 * np.eye(8), c, h0, 7), _iterate(1.6 * np.eye(8), c, h0, 7)):
+        a, b = LP.classify_trajectory(traj), LP.classify_trajectory(1e3 * traj + 50.0)
+        assert a["label"] == b["label"] and a["period"] == b["period"]
+        for key in ("rho", "rho_min", "rho_max", "cos_min", "q2", "q3"):
+            assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-9)
+
+
+def test_classify_cases_labels_each_case_and_shares_count_them():
+    rng = np.random.default_rng(10)
+    n, T = 8, 3
+    h0, c = rng.normal(size=(T, H)), rng.normal(size=(T, H))
+    drift = np.stack([h0 + i * c for i in range(n)])
+    cyc = np.stack([(h0, c)[i % 2] for i in range(n)])
+    noise = rng.normal(size=(n, T, H))
+    fix = np.stack([c + 0.5 ** i * h0 for i in range(n)])
+    traj = np.stack([drift, cyc, noise, fix, drift], axis=1)   # (n, B = 5, T, H)
+    df = LP.classify_cases(traj)
+    assert list(df["case"]) == [0, 1, 2, 3, 4]
+    assert list(df["label"]) == ["drift", "cycle", "undecided", "fixed point", "drift"]
+    assert "steps" not in df.columns and df.loc[1, "period"] == 2
+    shares = LP.label_shares(df["label"])
+    assert list(shares) == list(LP.LABELS) and shares["drift"] == pytest.approx(0.4)
+    assert shares["diverging"] == 0.0 and sum(shares.values()) == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        LP.label_shares([])
+
+
+def test_model_trajectory_is_encoder_output_then_every_application():
+    m = _model("s5", 2, 3)
+    x = _x(n=5)
+    traj = LP.model_trajectory(m, x, batch_size=2)               # three batches, the last one short
+    assert traj.shape == (1 + 6, 5, 12, H)
+    np.testing.assert_allclose(traj[0], m.encoder(x), atol=1e-5)
+    np.testing.assert_allclose(traj[1:], m.iterates(x), atol=1e-5)
+    assert LP.model_trajectory(m, x, loops=4).shape[0] == 1 + 8
