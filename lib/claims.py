@@ -288,8 +288,9 @@ def verdict_table(df: pd.DataFrame, profile: str, *, ssms=R.PAPER_SSMS, n_boot: 
 
 def summary_sentence(v: pd.DataFrame) -> str:
     """A plain-language paragraph from ``verdict_table`` rows of one scope (computed, never typed)."""
-    if v.empty:
-        return "No records yet: every claim is not yet run."
+    if v.empty or (v["verdict"] == "not yet run").all():
+        return ("No looped–standard pair has records in this profile yet, so every trained claim reads "
+                "'not yet run'; the Experiments chapter's coverage matrix shows what the grid has done.")
     parts = []
     names = {"C1": "looping matches the standard model (C1)", "C3": "reshaping gains at least a point (C3)",
              "C4": "the two compound (C4)"}

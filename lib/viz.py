@@ -236,3 +236,24 @@ def verdict_grid(cells: dict, rows, columns, *, row_labels: dict | None = None, 
     cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
     return HTML(f'<table class="table book-table verdict-grid">{cap}<thead><tr>{head}</tr></thead>'
                 f"<tbody>{''.join(body)}</tbody></table>")
+
+
+def paragraph(*texts: str):
+    """Computed prose as HTML paragraphs that wrap with the text column (``print`` output does not);
+    displayed at once, so several can follow each other in one cell. Everything is HTML-escaped."""
+    from IPython.display import HTML, display
+
+    display(HTML("".join(f'<p class="book-computed">{html.escape(t)}</p>' for t in texts)))
+
+
+def details(summary: str, lines, *, table=None):
+    """A collapsed dropdown (HTML ``<details>``): ``lines`` as preformatted text (commands, provenance),
+    or ``table`` (a DataFrame) as a ``table``; closed until the reader opens it."""
+    from IPython.display import HTML
+
+    body = ""
+    if lines:
+        body += "<pre>" + html.escape("\n".join(lines)) + "</pre>"
+    if table is not None:
+        body += globals()["table"](table).data
+    return HTML(f"<details class=\"book-details\"><summary>{html.escape(summary)}</summary>{body}</details>")
