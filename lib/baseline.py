@@ -208,9 +208,17 @@ def _parse_seeds(text: str | None, profile: str) -> list:
 
     if text is None:
         return list(PAPER_SEEDS[:1] if profile == "smoke" else PAPER_SEEDS)
+    try:
+        values = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(f"--seeds must be N or a comma list of integers, got {text!r}") from None
     if "," in text:
-        return [int(s) for s in text.split(",") if s.strip()]
-    n = int(text)
+        if not values:
+            raise ValueError(f"--seeds names no seed: {text!r}")
+        if len(set(values)) != len(values):
+            raise ValueError(f"--seeds names a seed twice: {text}")
+        return values
+    n = values[0] if values else 0
     if not 1 <= n <= len(PAPER_SEEDS):
         raise ValueError(f"--seeds N must be in 1..{len(PAPER_SEEDS)} (or a comma list), got {n}")
     return list(PAPER_SEEDS[:n])
@@ -227,6 +235,8 @@ def run(dataset: str, *, seeds=None, protocol: str = "paper", out=DEFAULT_OUT,
         raise ValueError(f"profile must be one of {R.PROFILES}, got {profile!r}")
     seeds = list(PAPER_SEEDS if seeds is None else seeds)
     num_kernels = NUM_KERNELS[profile] if num_kernels is None else int(num_kernels)
+    if num_kernels < 84:  # sktime would quietly use 84 while the record said otherwise
+        raise ValueError(f"num_kernels must be at least 84 (MiniRocket's 84 kernels), got {num_kernels}")
     n_features = max(84, (num_kernels // 84) * 84)
     done = R.done_keys(out)
     data = None
@@ -234,7 +244,10 @@ def run(dataset: str, *, seeds=None, protocol: str = "paper", out=DEFAULT_OUT,
     for seed in seeds:
         key = R.record_key({"dataset": dataset, "ssm": "minirocket", "blocks": 0, "loops": 0,
                             "reshape": "none", "chunk": 1, "order": "time", "protocol": protocol,
-                            "seed": seed, "lr": 0.0, "hidden": n_features, "state": 0, "tag": tag})
+                            "seed": seed, "lr": 0.0, "hidden": n_features, "state": 0, "tag": tag,
+                            "batch_size": 0, "max_steps": 0, "eval_every": 0, "patience": 0,
+                            "time_channel": False, "standardize": False, "input_injection": False,
+                            "profile": profile})  # what ``_record`` writes: every KEY_FIELDS entry
         if key in done:
             if verbose:
                 print(f"[baseline] {dataset} seed {seed}: already in {out}, skipped")
@@ -270,9 +283,28 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     command = "python -m lib.baseline " + " ".join(
         shlex.quote(x) for x in (sys.argv[1:] if argv is None else argv))
-    run(a.dataset, seeds=_parse_seeds(a.seeds, a.profile), protocol=a.protocol, out=a.out,
-        profile=a.profile, tag=a.tag, num_kernels=a.num_kernels, folder=a.data_dir,
-        command=command)
+    import zipfile
+
+    from lib.data import check_name
+    from lib.run import INTERRUPTED, check_writable, cli_message
+
+    try:  # every error: one line naming it, exit status 2 (the seeds done so far stay recorded)
+        try:
+            check_name(a.dataset)
+        except ValueError as e:
+            raise ValueError(f"--dataset: {e}") from None
+        if a.num_kernels is not None and a.num_kernels < 84:
+            raise ValueError(f"--num-kernels must be at least 84 (MiniRocket's 84 kernels), got {a.num_kernels}")
+        seeds = _parse_seeds(a.seeds, a.profile)
+        check_writable(a.out, "--out")
+        run(a.dataset, seeds=seeds, protocol=a.protocol, out=a.out, profile=a.profile, tag=a.tag,
+            num_kernels=a.num_kernels, folder=a.data_dir, command=command)
+    except (ValueError, OSError, IndexError, KeyError, zipfile.BadZipFile) as e:
+        print(f"error: {cli_message(e)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # every finished seed is recorded
+        print(INTERRUPTED, file=sys.stderr)
+        return 130
     return 0
 
 

@@ -173,12 +173,18 @@ class Split:
 # finding files
 # --------------------------------------------------------------------------------------------
 def data_folders(folder=None) -> list:
-    """The folders ``load_uea`` searches, in order (only existing ones, except an explicit one)."""
+    """The folders ``load_uea`` searches, in order (only existing ones, except an explicit one).
+
+    An environment variable (``LOOPED_SSM_UEA_DIR``, ``LOOPED_SSM_DATA_DIR``) set to something that is
+    not a folder is a ``FileNotFoundError``: a typo there would otherwise fall back to other data."""
     if folder is not None:
         return [Path(folder)]
     candidates = []
     for var in (ENV_UEA_DIR, ENV_DATA_DIR):
         if os.environ.get(var):
+            if not Path(os.environ[var]).is_dir():
+                raise FileNotFoundError(f"${var} is set to {os.environ[var]}, which is not a folder; "
+                                        f"point it at the data or unset it")
             candidates.append(Path(os.environ[var]))
     for base in (_REPO_ROOT, *_REPO_ROOT.parents):
         candidates.append(base / "shared" / "data" / "uea")
@@ -228,6 +234,17 @@ def available_datasets(folder=None) -> list:
 # --------------------------------------------------------------------------------------------
 # loading
 # --------------------------------------------------------------------------------------------
+def check_name(name) -> str:
+    """``name`` if it is a data set name: a non-empty string without a path separator or ``..`` (it
+    becomes part of file names in the data and checkpoint folders); ValueError otherwise."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"data set name must be a non-empty string, got {name!r}")
+    if "/" in name or "\\" in name or os.sep in name or ".." in name or name.startswith(".") or "\0" in name:
+        raise ValueError(f"data set name must be a plain name such as BasicMotions (no path separator, "
+                         f"no '..', no leading dot), got {name!r}")
+    return name
+
+
 def load_uea(name: str, *, folder=None, ragged: str = "error") -> UEAData:
     """Load a UEA data set's published train/test split (see the module docstring for the rules).
 
@@ -235,8 +252,7 @@ def load_uea(name: str, *, folder=None, ragged: str = "error") -> UEAData:
     pads every case to the longest length in train+test by repeating its last observation (the
     convention of the npz files), ``"truncate"`` cuts every case to the shortest length.
     """
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"data set name must be a non-empty string, got {name!r}")
+    check_name(name)
     if ragged not in RAGGED_POLICIES:
         raise ValueError(f"ragged must be one of {RAGGED_POLICIES}, got {ragged!r}")
     if folder is not None and not Path(folder).is_dir():
@@ -312,15 +328,24 @@ def _check_labels(name: str, path: Path, part: str, y: np.ndarray, n: int, k: in
 
 
 def _load_npz(name: str, path: Path, *, ragged: str) -> UEAData:
-    with np.load(path, allow_pickle=False) as d:
-        missing = [k for k in ("X_train", "y_train", "X_test", "y_test", "class_names") if k not in d]
-        if missing:
-            raise ValueError(f"{name}: {path} lacks the arrays {missing} (format: MANIFEST.md)")
-        X_train, X_test = d["X_train"], d["X_test"]
-        y_train, y_test = d["y_train"], d["y_test"]
-        stored_names = [str(s) for s in d["class_names"]]
-        len_train = d["lengths_train"] if "lengths_train" in d else None
-        len_test = d["lengths_test"] if "lengths_test" in d else None
+    import zipfile
+
+    with open(path, "rb") as f:
+        if f.read(4) != b"PK\x03\x04":  # np.load would read anything else as a .npy or a pickle
+            raise ValueError(f"{name}: {path} is not a readable .npz file (empty, or not a zip archive)")
+    try:
+        with np.load(path, allow_pickle=False) as d:
+            arrays = {k: d[k] for k in d.files if k in ("X_train", "y_train", "X_test", "y_test", "class_names",
+                                                          "lengths_train", "lengths_test")}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:  # empty, truncated, not a zip
+        raise ValueError(f"{name}: {path} is not a readable .npz file ({type(e).__name__}: {e})") from None
+    missing = [k for k in ("X_train", "y_train", "X_test", "y_test", "class_names") if k not in arrays]
+    if missing:
+        raise ValueError(f"{name}: {path} lacks the arrays {missing} (format: MANIFEST.md)")
+    X_train, X_test = arrays["X_train"], arrays["X_test"]
+    y_train, y_test = arrays["y_train"], arrays["y_test"]
+    stored_names = [str(s) for s in arrays["class_names"]]
+    len_train, len_test = arrays.get("lengths_train"), arrays.get("lengths_test")
     for part, x in (("X_train", X_train), ("X_test", X_test)):
         if x.ndim != 3:
             raise ValueError(f"{name}: {part} in {path} has shape {x.shape}, expected (N, T, C)")
@@ -378,10 +403,15 @@ def _read_ts(path: Path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            X, y = load_from_tsfile(str(path), return_data_type="numpy3D")
-            return np.transpose(X, (0, 2, 1)).astype(np.float32), np.asarray(y, dtype=str)
-        except ValueError:  # unequal lengths cannot form a numpy3D array
-            df, y = load_from_tsfile(str(path), return_data_type="nested_univ")
+            try:
+                X, y = load_from_tsfile(str(path), return_data_type="numpy3D")
+                return np.transpose(X, (0, 2, 1)).astype(np.float32), np.asarray(y, dtype=str)
+            except ValueError:  # unequal lengths cannot form a numpy3D array
+                df, y = load_from_tsfile(str(path), return_data_type="nested_univ")
+        except (OSError, ValueError, IndexError, KeyError, TypeError, UnicodeDecodeError) as e:
+            # sktime's messages (``empty file``, ``inconsistent number of dimensions``) do not name the file
+            raise ValueError(f"{path} is not a readable .ts file: {e} (a missing label, a truncated line, "
+                             f"an empty file?)") from None
     cases = []
     for i in range(len(df)):
         chans = [np.asarray(df.iat[i, c], dtype=np.float64) for c in range(df.shape[1])]

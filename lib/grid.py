@@ -25,8 +25,9 @@ Running it in slices (a GPU lent for a limited time, several processes on one ac
 ``--shard I/N`` runs every N-th configuration starting at the I-th (0-based), ``--workers N``
 starts N such shards as subprocesses that share the output file (writes are locked, see
 ``lib.results``) and the accelerator (each gets ``XLA_PYTHON_CLIENT_MEM_FRACTION`` = 0.9 / N, no
-preallocation), and ``--budget-min M`` stops after M minutes: the configuration in progress is
-checkpointed at its last evaluation (``lib.run``), and rerunning the same command goes on from there.
+preallocation) and stop with it (killed, or passed its Ctrl-C or SIGTERM), and ``--budget-min M``
+stops after M minutes: the configuration in progress is checkpointed at its last evaluation
+(``lib.run``), and rerunning the same command goes on from there.
 """
 from __future__ import annotations
 
@@ -636,14 +637,16 @@ def _watch_parent(parent: int, every_s: float = 1.0) -> None:
     threading.Thread(target=watch, name="watch-parent", daemon=True).start()
 
 
-def _spawn_workers(argv: list, n: int) -> int:
+def _spawn_workers(argv: list, n: int, grace_s: float = 5.0) -> int:
     """Run ``n`` shards of the same command as subprocesses; the worst exit status wins.
 
     The workers stop with this process: each asks Linux for a SIGTERM when its parent dies
     (``prctl(PR_SET_PDEATHSIG)``, set between fork and exec) and also polls its parent's pid
     (``_watch_parent``), so a killed parent leaves no worker writing. Each worker has its own process
     group; a SIGINT (Ctrl-C) or SIGTERM this process receives is passed on to every worker, which
-    stops at once (the checkpoints hold the last evaluation), and then it returns 130 or 143."""
+    stops at once (the checkpoints hold the last evaluation; a worker that has not stopped
+    ``grace_s`` after a SIGINT, one whose interrupt Python dropped in a callback, gets a SIGTERM),
+    and then it returns 130 or 143."""
     import signal
 
     parent = os.getpid()
@@ -655,6 +658,7 @@ def _spawn_workers(argv: list, n: int) -> int:
         prctl = None
 
     def in_child():  # between fork and exec: no imports, no locks
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # an inherited "ignore" would make Ctrl-C do nothing
         if prctl is not None:
             prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
         if os.getppid() != parent:  # the parent died before prctl took effect
@@ -663,7 +667,7 @@ def _spawn_workers(argv: list, n: int) -> int:
     procs, got = [], []
 
     def forward(signum, frame):
-        got.append(signum)
+        got.append((signum, time.monotonic()))
         for p in procs:
             if p.poll() is None:
                 try:
@@ -680,7 +684,15 @@ def _spawn_workers(argv: list, n: int) -> int:
                        XLA_PYTHON_CLIENT_MEM_FRACTION=f"{0.9 / n:.3f}", **{PARENT_ENV: str(parent)})
             procs.append(subprocess.Popen([sys.executable, "-m", "lib.grid", *argv, "--shard", f"{i}/{n}",
                                            "--workers", "1"], env=env, preexec_fn=in_child, process_group=0))
-        codes = [p.wait() for p in procs]
+        codes = []
+        for p in procs:
+            while True:
+                try:
+                    codes.append(p.wait(timeout=0.5))
+                    break
+                except subprocess.TimeoutExpired:
+                    if got and time.monotonic() - got[0][1] > grace_s:
+                        p.terminate()
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
@@ -688,7 +700,7 @@ def _spawn_workers(argv: list, n: int) -> int:
         from lib.run import INTERRUPTED
 
         print(f"workers stopped (exit status {codes}); {INTERRUPTED}", flush=True)
-        return 130 if signal.SIGINT in got else 143
+        return 130 if got[0][0] == signal.SIGINT else 143
     print(f"workers finished with exit status {codes}", flush=True)
     return max(codes)
 

@@ -536,7 +536,9 @@ def append_records(path, records, *, on_duplicate: str = "replace") -> int:
     ``on_duplicate``: what to do with a record whose ``record_key`` is already in the file (or
     earlier in ``records``): ``"replace"`` the old line (default), ``"skip"`` the new record, or
     ``"error"``. The file and its directory are created if needed; an existing file that does not
-    parse is never overwritten (``ValueError`` naming file:line)."""
+    parse is never overwritten (``ValueError`` naming file:line). A file or folder that is read-only
+    (for this user, or with no write permission bit at all) is a ``PermissionError``, and the file
+    keeps its permission bits (a new file gets the usual ones, 0666 less the umask)."""
     if on_duplicate not in ("replace", "skip", "error"):
         raise ValueError(f"on_duplicate must be 'replace', 'skip' or 'error', got {on_duplicate!r}")
     if isinstance(records, Mapping):
@@ -549,13 +551,29 @@ def append_records(path, records, *, on_duplicate: str = "replace") -> int:
             raise ValueError(f"record {i}: {e}") from None
     lines = [_dumps(r) for r in checked]
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def read_only(p: Path) -> bool:  # as root os.access says yes to everything: the mode bits count too
+        return not (os.access(p, os.W_OK | (os.X_OK if p.is_dir() else 0)) and os.stat(p).st_mode & 0o222)
+
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder, not a records file")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise NotADirectoryError(f"cannot write {path}: part of its folder path is a file") from None
+    if read_only(path.parent):
+        raise PermissionError(f"cannot write {path}: its folder {path.parent} is read-only")
     with _dir_lock(path.parent):
         for stale in path.parent.glob(f".{path.name}.*.tmp"):
             with contextlib.suppress(OSError):
                 stale.unlink()  # left by a killed writer; we hold the lock, so nobody owns it
         existing = []  # (key, line)
+        mode = None  # the permission bits to keep
         if path.exists():
+            if read_only(path):
+                raise PermissionError(f"{path} is read-only; nothing was written (make it writable, e.g. "
+                                      f"chmod u+w, or write the records elsewhere)")
+            mode = os.stat(path).st_mode & 0o7777
             for _, rec in _read_file(path, validate=False):
                 existing.append((record_key(rec), _dumps(rec)))
         index = {k: j for j, (k, _) in enumerate(existing)}
@@ -573,9 +591,12 @@ def append_records(path, records, *, on_duplicate: str = "replace") -> int:
                 index[k] = len(existing)
                 existing.append((k, line))
             written += 1
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        tmp = path.parent / f".{path.name}.{os.getpid()}-{os.urandom(4).hex()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # 0666 less the umask, as open() does
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                if mode is not None:
+                    os.fchmod(fh.fileno(), mode)
                 fh.write("".join(line + "\n" for _, line in existing))
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -1168,16 +1189,74 @@ def published_numbers(datasets=DEFAULT_DATASETS) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------
 # command line: merge records made elsewhere (a GPU machine's $OUT) into the committed files
 # --------------------------------------------------------------------------------------------
-def merge(sources, into, *, on_duplicate: str = "skip") -> tuple[int, int]:
-    """Append every record of ``sources`` (paths or globs) to ``into``; returns ``(read, written)``.
-    All sources are read and validated before anything is written; a record whose key is already
-    in ``into`` is kept as it is (``on_duplicate="skip"``) unless ``"replace"`` is asked for."""
+def merge(sources, into, *, on_duplicate: str = "skip") -> tuple[int, int, list]:
+    """Append every record of ``sources`` (paths or globs) to ``into``; returns ``(read, written,
+    notes)``. All sources are read and validated before anything is written; a record whose key is
+    already in ``into`` is kept as it is (``on_duplicate="skip"``) unless ``"replace"`` is asked for.
+
+    ``notes``: one line per thing the caller should hear about, beyond the counts: source records
+    already in ``into`` unchanged; conflicts (one key, different values, between ``into`` and a
+    source or between two sources), each with the fields that differ and which record won; keys
+    that ``into`` already holds more than once."""
+    if on_duplicate not in ("replace", "skip"):
+        raise ValueError(f"on_duplicate must be 'replace' or 'skip', got {on_duplicate!r}")
     sources = [sources] if isinstance(sources, (str, Path)) else list(sources)
     empty = [str(s) for s in sources if not _paths(s)]
     if empty:
         raise FileNotFoundError(f"no record file matches {empty}")
-    recs = iter_records(sources)
-    return len(recs), append_records(into, recs, on_duplicate=on_duplicate)
+    found = [(f"{p}:{i}", rec) for p in _paths(sources) for i, rec in _read_file(p, validate=True)]
+    recs = [rec for _, rec in found]
+
+    def canon(v) -> str:
+        return json.dumps(normalize_record({"v": v}), sort_keys=True)
+
+    def same(a, b) -> bool:
+        return canon(a) == canon(b)
+
+    def describe(k) -> str:
+        d = dict(zip(KEY_FIELDS, k))
+        return (f"{d['dataset']} {d['ssm']} {d['blocks']}x{d['loops']} {d['reshape']}/{d['chunk']} "
+                f"seed {d['seed']} profile {d['profile']} tag {d['tag']}")
+
+    def differing(a, b) -> str:
+        fields = [f for f in dict.fromkeys([*a, *b]) if canon(a.get(f)) != canon(b.get(f))]
+        return ", ".join(fields[:6]) + (f" (+{len(fields) - 6} more)" if len(fields) > 6 else "")
+
+    target = {}  # key -> [(where, record)]
+    if Path(into).is_file():
+        for i, rec in _read_file(Path(into), validate=False):
+            try:
+                target.setdefault(record_key(rec), []).append((f"{into}:{i}", rec))
+            except ValueError:
+                continue
+    notes = []
+    twice = {k: v for k, v in target.items() if len(v) > 1}
+    if twice:
+        notes.append(f"{into} already holds {len(twice)} key(s) more than once (not changed by the merge):")
+        notes += [f"  {describe(k)}: lines {', '.join(w.rsplit(':', 1)[1] for w, _ in v)}" for k, v in twice.items()]
+    kept = {k: v[-1] for k, v in target.items()}  # what a later record of the key meets
+    identical, conflicts = 0, []
+    for where, rec in found:
+        k = record_key(rec)
+        if k not in kept:
+            kept[k] = (where, rec)
+            continue
+        old_where, old = kept[k]
+        if same(old, rec):
+            identical += 1
+            continue
+        winner = (where, rec) if on_duplicate == "replace" else (old_where, old)
+        conflicts.append(f"  {describe(k)}: {old_where} vs {where} differ in {differing(old, rec)}; "
+                         f"kept {winner[0]}")
+        kept[k] = winner
+    if identical:
+        notes.append(f"{identical} record(s) already there unchanged (same key, same values)")
+    if conflicts:
+        notes.append(f"{len(conflicts)} conflict(s), same key but different values; "
+                     + ("the later record replaced the earlier" if on_duplicate == "replace" else
+                        "the record already there was kept (--replace takes the later one)") + ":")
+        notes += conflicts
+    return len(recs), append_records(into, recs, on_duplicate=on_duplicate), notes
 
 
 def main(argv=None) -> int:
@@ -1192,11 +1271,13 @@ def main(argv=None) -> int:
     m.add_argument("--replace", action="store_true", help="replace records already in INTO")
     a = p.parse_args(argv)
     try:
-        n_read, n_written = merge(a.sources, a.into, on_duplicate="replace" if a.replace else "skip")
-    except (ValueError, FileNotFoundError) as e:
+        n_read, n_written, notes = merge(a.sources, a.into, on_duplicate="replace" if a.replace else "skip")
+    except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"{n_read} records read, {n_written} written to {a.into}")
+    for line in notes:
+        print(line)
     return 0
 
 

@@ -180,6 +180,31 @@ def checkpoint_path(spec: RunSpec, folder: str | Path | None = None) -> Path:
     return Path(folder if folder is not None else checkpoint_dir()) / name
 
 
+def check_writable(path: str | Path, what: str = "the output") -> Path:
+    """``path`` if a file can be written there: not a folder, no file where a folder of its path should
+    be, and neither the file (when it exists) nor the nearest existing folder above it read-only (for
+    this user, or with no write permission bit at all). ``run`` checks its outputs with it before
+    training, so nothing trained is lost at the end; ``ValueError`` naming ``path`` and ``what``
+    otherwise. Nothing is created."""
+    path = Path(path)
+
+    def read_only(p: Path) -> bool:  # as root os.access says yes to everything: the mode bits count too
+        return not (os.access(p, os.W_OK | (os.X_OK if p.is_dir() else 0)) and os.stat(p).st_mode & 0o222)
+
+    if path.is_dir():
+        raise ValueError(f"{what} {path} is a folder; give a file name (e.g. {path / 'results.jsonl'})")
+    if path.exists() and read_only(path):
+        raise ValueError(f"{what} {path} is read-only; make it writable (chmod u+w) or write elsewhere")
+    folder = path.parent
+    while not folder.exists() and not folder.is_symlink() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ValueError(f"{what} {path} cannot be written: {folder} is a file, not a folder")
+    if read_only(folder):
+        raise ValueError(f"{what} {path} cannot be written: the folder {folder} is read-only")
+    return path
+
+
 def run(spec: RunSpec, out: str | Path | None = None, *, data_folder=None, save_params: str | Path | None = None,
         progress=None, command: str | None = None, checkpoint: str | Path | bool | None = True,
         deadline: float | None = None, trained: set | frozenset = frozenset()) -> list[dict]:
@@ -195,6 +220,14 @@ def run(spec: RunSpec, out: str | Path | None = None, *, data_folder=None, save_
     from lib.train import default_mode, device_name, train_seeds
 
     cfg = spec.train_config()  # validates the optimisation settings before anything runs
+    if out is not None:
+        check_writable(out, "the records file")
+    if save_params is not None:
+        check_writable(Path(save_params) / "x.npz", "the --save-params folder")
+    if checkpoint is True:
+        check_writable(checkpoint_path(spec), "the checkpoint folder ($LOOPED_SSM_CKPT_DIR or .ckpt/)")
+    elif checkpoint:
+        check_writable(checkpoint, "the checkpoint")
     todo = [s for s in spec.seeds if Rs.training_key(spec.training_fields(s)) not in trained]
     if out is not None:
         done = Rs.done_keys(out)
@@ -341,12 +374,40 @@ def _option_value(text: str):
         return text
 
 
+def check_ssm_options(ssm: str, options: dict) -> None:
+    """Every key of ``options`` (``--ssm-option KEY=VALUE``) must be a keyword of the SSM layer
+    (``lib.ssm``) or of ``lib.model.build_model`` (``dropout``, ``norm``); ValueError otherwise, before
+    anything is built (a layer would raise a ``TypeError`` deep inside the trainer)."""
+    import inspect
+
+    from lib.ssm import ssm_class
+
+    cls, fixed = ssm_class(ssm)
+    params = inspect.signature(cls.__init__).parameters
+    taken = {"self", "hidden", "state", "rngs", *fixed}  # set by the model, or by the SSM's name
+    known = {n for n, q in params.items() if q.kind in (q.POSITIONAL_OR_KEYWORD, q.KEYWORD_ONLY)} - taken
+    known |= {"dropout", "norm"}
+    open_ended = any(q.kind is q.VAR_KEYWORD for q in params.values())
+    for key in options:
+        if key in taken or key in {"ssm", "blocks", "loops", "in_features", "num_classes", "seed",
+                                   "input_injection", "mode"} or not (key in known or open_ended):
+            raise ValueError(f"--ssm-option {key}: not an option of {ssm}; its options are "
+                             f"{', '.join(sorted(known))}")
+
+
 def spec_from_args(a) -> RunSpec:
-    from lib.data import PAPER_SEEDS
+    from lib.data import PAPER_SEEDS, check_name
     from lib.profiles import PROFILES
 
+    try:
+        check_name(a.dataset)
+    except ValueError as e:
+        raise ValueError(f"--dataset: {e}") from None
     if a.seed_list:
-        seeds = tuple(int(s) for s in a.seed_list.split(","))
+        try:
+            seeds = tuple(int(s) for s in a.seed_list.split(","))
+        except ValueError:
+            raise ValueError(f"--seed-list must be comma-separated integers, got {a.seed_list!r}") from None
     else:
         if not 1 <= a.seeds <= len(PAPER_SEEDS):
             raise ValueError(f"--seeds must be between 1 and {len(PAPER_SEEDS)}, got {a.seeds}")
@@ -357,6 +418,9 @@ def spec_from_args(a) -> RunSpec:
             raise ValueError(f"--ssm-option must look like KEY=VALUE, got {item!r}")
         k, v = item.split("=", 1)
         opts.append((k, _option_value(v)))
+    if len({k for k, _ in opts}) != len(opts):
+        raise ValueError(f"--ssm-option names a key twice: {[k for k, _ in opts]}")
+    check_ssm_options(a.ssm, dict(opts))
     prof = PROFILES[a.profile]
     for name in ("blocks", "loops", "batch_size", "max_steps", "eval_every", "hidden", "state"):
         v = getattr(a, name)
@@ -388,7 +452,34 @@ def strip_flag(argv: list, flag: str) -> list:
     return out
 
 
+#: library wording -> the flag a user of ``python -m lib.run`` typed (``cli_message``)
+_FLAG_WORDS = ((r"\bpass pad=True\b", "pass --pad"), (r"\bragged='(\w+)'", r"--ragged \1"),
+               (r"\bpass folder=\.\.\.", "pass --data-dir DIR"), (r"^data folder ", "--data-dir "),
+               (r"^lr must\b", "--lr must"), (r"^batch_size (\d+) is larger", r"--batch-size \1 is larger"),
+               (r"^chunk must\b", "--chunk must"))
+
+
+def cli_message(err: BaseException) -> str:
+    """The text of an error for the command line: the flags instead of the library's keywords, and
+    the kind of an OS error that does not say it."""
+    import re
+
+    text = str(err) or type(err).__name__
+    if isinstance(err, OSError) and err.filename and str(err.filename) not in text:
+        text = f"{text}: {err.filename}"
+    if isinstance(err, (IndexError, KeyError)):
+        text = f"{type(err).__name__}: {text} (bad input data?)"
+    for pattern, flag in _FLAG_WORDS:
+        text = re.sub(pattern, flag, text)
+    return text
+
+
+INTERRUPTED = "interrupted; run the same command again to go on"
+
+
 def main(argv=None) -> int:
+    import zipfile
+
     from lib.train import Interrupted
 
     a = parser().parse_args(argv)
@@ -400,17 +491,23 @@ def main(argv=None) -> int:
             raise ValueError(f"--stop-after-min must be > 0, got {a.stop_after_min}")
         if a.stop_after_min is not None and a.no_checkpoint:
             raise ValueError("--stop-after-min needs a checkpoint; drop --no-checkpoint")
+        check_writable(a.out, "--out")  # before anything trains (run checks again, in its own words)
+        if a.save_params is not None and Path(a.save_params).exists() and not Path(a.save_params).is_dir():
+            raise ValueError(f"--save-params {a.save_params} is a file; give a folder")
         deadline = None if a.stop_after_min is None else time.time() + 60 * a.stop_after_min
         cmd = list(argv if argv is not None else sys.argv[1:])  # how long one sitting was is not part of it
         records = run(spec, a.out, data_folder=a.data_dir, save_params=a.save_params, deadline=deadline,
                       checkpoint=not a.no_checkpoint,
                       command=shlex.join(["python", "-m", "lib.run", *strip_flag(cmd, "--stop-after-min")]))
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (ValueError, OSError, IndexError, KeyError, zipfile.BadZipFile) as e:
+        print(f"error: {cli_message(e)}", file=sys.stderr)
         return 2
     except Interrupted as e:
         print(f"{e}; run the same command again to go on")
         return 0
+    except KeyboardInterrupt:  # the checkpoint holds the last evaluation; records are written whole
+        print(INTERRUPTED, file=sys.stderr)
+        return 130
     if not records:
         print(f"all {len(spec.seeds)} seeds already recorded in {a.out}; nothing to do")
         return 0
@@ -424,4 +521,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # outside main's own handler (while importing, say)
+        print(INTERRUPTED, file=sys.stderr)
+        sys.exit(130)
