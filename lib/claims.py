@@ -340,3 +340,20 @@ def calibration_table(df: pd.DataFrame, cells, *, n_boot: int = N_BOOT, seed: in
             row["shift"] = row["budget diff"] - row["full diff"]
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+#: the peers' and the paper's published numbers (a data file, not code)
+PUBLISHED_FILE = __import__("pathlib").Path(__file__).resolve().parents[1] / "data" / "published.json"
+DEFAULT_DATASETS = R.DEFAULT_DATASETS
+
+
+def published_numbers(datasets=DEFAULT_DATASETS) -> pd.DataFrame:
+    """Published test accuracies (%, mean ± std over 5 seeds/splits) of the peers (LRU, S5,
+    LinOSS-IM, LrcSSM; the fixed-config LrcSSM) and the Looped-SSMs paper's known per-data-set
+    numbers (wizwand, variant unknown), read from ``data/published.json``. ``datasets=None``: all six."""
+    import json
+
+    rows = json.loads(PUBLISHED_FILE.read_text(encoding="utf-8"))["rows"]
+    df = pd.DataFrame(rows, columns=["model", "dataset", "mean", "std", "n_seeds", "source", "evidence", "note"])
+    df["std"] = df["std"].astype(float)  # null: not published
+    return df[df["dataset"].isin(list(datasets))].reset_index(drop=True) if datasets is not None else df

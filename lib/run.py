@@ -19,9 +19,7 @@ import dataclasses
 import datetime as _dt
 import json
 import os
-import platform
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,6 +27,8 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+
+from lib.provenance import git_commit, versions  # noqa: E402  (one implementation)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,29 +127,6 @@ class RunSpec:
         if out:
             args += ["--out", out]
         return shlex.join(args)
-
-
-def git_commit() -> tuple[str, bool]:
-    """``(sha, dirty)`` of the repository. Outside a git checkout (a copy of the tree sent to a GPU
-    machine, say) it is ``$LOOPED_SSM_COMMIT`` (with ``dirty`` = ``$LOOPED_SSM_DIRTY == "1"``) when
-    set, else ``("unknown", False)``."""
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                             check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                                    capture_output=True, text=True, check=True).stdout.strip())
-        return sha, dirty
-    except (OSError, subprocess.CalledProcessError):
-        return os.environ.get("LOOPED_SSM_COMMIT") or "unknown", os.environ.get("LOOPED_SSM_DIRTY") == "1"
-
-
-def versions() -> dict:
-    import flax
-    import jax
-    import optax
-
-    return {"jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__,
-            "numpy": np.__version__, "python": platform.python_version()}
 
 
 def load_splits(spec: RunSpec, data_folder=None):

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib import results as R
+from lib import records, results as R
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -166,7 +166,7 @@ def test_crash_before_replace_leaves_file_intact_and_no_temp(tmp_path, monkeypat
     def boom(src, dst):
         raise OSError("simulated crash")
 
-    monkeypatch.setattr(R.os, "replace", boom)
+    monkeypatch.setattr(records.os, "replace", boom)
     with pytest.raises(OSError, match="simulated crash"):
         R.append_records(p, [make_record(seed=2)])
     assert p.read_bytes() == before
@@ -176,7 +176,7 @@ def test_crash_before_replace_leaves_file_intact_and_no_temp(tmp_path, monkeypat
 WRITER = textwrap.dedent("""
     import os, stat, sys, time
     sys.path.insert(0, {repo!r})
-    from lib import results as R
+    from lib import records, results as R
     from tests.test_results import make_record
     real_fsync = os.fsync
     calls = 0
@@ -190,7 +190,7 @@ WRITER = textwrap.dedent("""
             if calls > 3:
                 time.sleep(30)
         real_fsync(fd)
-    R.os.fsync = slow_fsync
+    records.os.fsync = slow_fsync
     for i in range(100):
         R.append_records(sys.argv[1], [make_record(seed=i, note="x" * 2000)])
         print("appended", i, flush=True)
@@ -389,161 +389,12 @@ def test_bootstrap_ci_is_deterministic_and_contains_the_mean():
     assert wide[0] <= a[0] <= narrow[0] <= narrow[1] <= a[1] <= wide[1]
     assert R.bootstrap_ci([2.5]) == (2.5, 2.5)
     assert all(math.isnan(x) for x in R.bootstrap_ci([]))
-    lo, hi = R.stratified_bootstrap_ci([[1.0, 2.0, 3.0], [0.0, 1.0]])
-    assert lo < (2.0 + 0.5) / 2 < hi
-
-
-# ------------------------------------------------------------------------------------------
-# verdicts
-# ------------------------------------------------------------------------------------------
-DATASETS = ("D1", "D2", "D3", "D4")
-SEEDS = (1, 2, 3)
-
-
-def grid(ssm, base, looped_delta, reshape_gain, *, datasets=DATASETS):
-    """Synthetic records: standard 6x1 at `base` (+ noise), looped 1x6 at base + looped_delta,
-    reshaped (concat chunk 4 best by val, chunk 8 worse) at + reshape_gain, per seed."""
-    rng = np.random.default_rng(sum(map(ord, ssm)))
-    rows = []
-    for i, ds in enumerate(datasets):
-        for s in SEEDS:
-            noise = rng.normal(0, 0.003)
-            for (b, l), delta in (((6, 1), 0.0), ((1, 6), looped_delta)):
-                acc = base + 0.02 * i + noise + delta
-                rows.append(dict(ssm=ssm, dataset=ds, seed=s, blocks=b, loops=l, test_acc=acc, val_acc=acc))
-                rows.append(dict(ssm=ssm, dataset=ds, seed=s, blocks=b, loops=l, reshape="concat",
-                                 chunk=4, test_acc=acc + reshape_gain, val_acc=0.9))
-                rows.append(dict(ssm=ssm, dataset=ds, seed=s, blocks=b, loops=l, reshape="concat",
-                                 chunk=8, test_acc=acc + 0.2, val_acc=0.1))   # better test, worse val
-    return frame(rows)
-
-
-def verdict_of(v, claim, ssm, comparison=None):
-    sel = v[(v["claim"] == claim) & (v["ssm"] == ssm)]
-    if comparison:
-        sel = sel[sel["comparison"].str.contains(comparison, regex=False)]
-    assert len(sel) == 1, sel
-    return sel.iloc[0]
-
-
-def test_verdicts_hold_fail_and_missing():
-    df = pd.concat([
-        grid("s5", 0.70, +0.005, +0.03),     # C1 holds (≈ +0.5), C3 holds (+3), C4 holds
-        grid("lru", 0.70, -0.04, +0.002),    # C1 fails (−4), C3 fails (+0.2)
-    ], ignore_index=True)
-    v = R.verdicts(df, ssms=("s5", "lru", "lrcssm"), datasets=DATASETS,
-                   command=lambda **k: f"python -m lib.grid --ssm {k['ssm']} --datasets {','.join(k['datasets'])}")
-    assert set(v.columns) >= {"claim", "ssm", "n_datasets", "n_seeds", "mean_diff", "ci_low",
-                              "ci_high", "verdict", "command"}
-    r = verdict_of(v, "C1", "s5")
-    assert r["verdict"] == "holds" and r["n_datasets"] == 4 and r["n_seeds"] == 3
-    assert r["mean_diff"] == pytest.approx(0.5, abs=1e-6)
-    assert r["ci_low"] <= r["mean_diff"] <= r["ci_high"] and r["command"] == "" and r["ci_over"] == "data sets"
-    c3 = verdict_of(v, "C3", "s5", "6x1")
-    assert c3["verdict"] == "holds" and c3["mean_diff"] == pytest.approx(3.0, abs=1e-6)  # chunk 4 chosen
-    assert verdict_of(v, "C3", "s5", "1x6")["verdict"] == "holds"
-    c4 = verdict_of(v, "C4", "s5")
-    assert c4["verdict"] == "holds" and c4["mean_diff"] == pytest.approx(3.5, abs=1e-6)
-    assert c4["threshold"] == pytest.approx(2.0, abs=1e-6)
-
-    # the pairs behind a row, per data set
-    pairs = R.claim_pairs(df, "C3", "s5")
-    assert set(pairs["chunk_a"]) == {4} and len(pairs) == len(DATASETS) * len(SEEDS)
-    per = R.per_dataset_comparison(pairs)
-    assert list(per["dataset"]) == list(DATASETS) and per["diff_mean"].tolist() == pytest.approx([3.0] * 4)
-    assert R.claim_pairs(df, "C1", "lrcssm").empty
-
-    assert verdict_of(v, "C1", "lru")["verdict"] == "does not hold"
-    assert verdict_of(v, "C1", "lru")["mean_diff"] == pytest.approx(-4.0, abs=1e-6)
-    assert verdict_of(v, "C3", "lru", "6x1")["verdict"] == "does not hold"
-
-    for claim in ("C1", "C3", "C4"):
-        rows = v[(v["claim"] == claim) & (v["ssm"] == "lrcssm")]
-        assert (rows["verdict"] == "not yet run").all() and len(rows) >= 1
-        assert rows.iloc[0]["command"] == "python -m lib.grid --ssm lrcssm --datasets D1,D2,D3,D4"
-        assert math.isnan(rows.iloc[0]["mean_diff"])
-
-
-def test_verdict_borderline_rules():
-    # C1: mean −0.5 but every data set below 0 -> CI upper bound < 0 -> does not hold
-    v = R.verdicts(grid("s5", 0.7, -0.005, 0.0), ssms=("s5",), datasets=DATASETS)
-    r = verdict_of(v, "C1", "s5")
-    assert r["mean_diff"] > R.C1_MIN_DIFF and r["ci_high"] < 0 and r["verdict"] == "does not hold"
-    # C3: gain +0.8 (> 0 but < 1 point) -> does not hold
-    v = R.verdicts(grid("s5", 0.7, 0.0, 0.008), ssms=("s5",), datasets=DATASETS)
-    r = verdict_of(v, "C3", "s5", "6x1")
-    assert r["ci_low"] > 0 and r["verdict"] == "does not hold"
-    # C4: looped alone +5, reshape alone +3, but looped+reshape only +3 < max(5, 3) − 1
-    df = grid("s5", 0.7, 0.05, 0.03)
-    lr = (df["blocks"] == 1) & (df["reshape"] == "concat")
-    df.loc[lr, "test_acc"] -= 0.05
-    r = verdict_of(R.verdicts(df, ssms=("s5",), datasets=DATASETS), "C4", "s5")
-    assert r["mean_diff"] == pytest.approx(3.0, abs=1e-6) and r["verdict"] == "does not hold"
-    assert r["note"] == ""
-    # C4 when neither change gains alone (looped −2, reshape −1, both −1.5): holds by the rule
-    # (−1.5 ≥ max(−2, −1) − 1), and the row says the rule only bounded the loss
-    df = grid("s5", 0.7, -0.02, -0.01)
-    df.loc[(df["blocks"] == 1) & (df["reshape"] == "concat"), "test_acc"] += 0.015
-    r = verdict_of(R.verdicts(df, ssms=("s5",), datasets=DATASETS), "C4", "s5")
-    assert r["mean_diff"] == pytest.approx(-1.5, abs=1e-6) and r["verdict"] == "holds"
-    assert r["note"].startswith("neither change gained alone (looping -2.00, reshaping -1.00 points)")
-    cv = R.claim_verdicts(df, ssms=("s5",), datasets=DATASETS).set_index("claim")
-    assert "the rule then only bounds the loss" in cv.loc["C4", "evidence"]
-
-
-def test_verdicts_partial_data_lists_missing_and_default_filters():
-    df = grid("s5", 0.7, 0.0, 0.03, datasets=("D1", "D2"))
-    v = R.verdicts(df, ssms=("s5",), datasets=DATASETS)
-    r = verdict_of(v, "C1", "s5")
-    assert r["n_datasets"] == 2 and r["missing"] == "D3,D4" and r["coverage"] == "2 of 4 data sets"
-    assert r["ci_over"] == "seeds within data sets"  # two data sets: the interval resamples seeds
-    assert verdict_of(R.verdicts(df, ssms=("s5",), datasets=DATASETS, unit="dataset"), "C1", "s5")["ci_over"] \
-        == "data sets"
-    assert r["command"] == "python -m lib.grid --grid main --profile full --ssms s5 --datasets D3 D4"
-    # datasets=None: every data set in the records; a data set outside `datasets` is ignored
-    assert verdict_of(R.verdicts(df, ssms=("s5",), datasets=None), "C1", "s5")["missing"] == ""
-    assert verdict_of(R.verdicts(df, ssms=("s5",), datasets=("D1",)), "C1", "s5")["n_datasets"] == 1
-    # smoke-profile records are not results
-    v = R.verdicts(df.assign(profile="smoke"), ssms=("s5",), datasets=DATASETS)
-    assert (v["verdict"] == "not yet run").all()
-    # other tags are ignored by default
-    v = R.verdicts(df.assign(tag="lr-select"), ssms=("s5",), datasets=DATASETS)
-    assert (v["verdict"] == "not yet run").all()
-    # an empty frame (no records yet) gives 'not yet run' everywhere, with the default command
-    v = R.verdicts(R.read_records("/nonexistent/runs.jsonl"))
-    assert (v["verdict"] == "not yet run").all() and set(v["ssm"]) == set(R.PAPER_SSMS)
-    assert v["command"].str.startswith("python -m lib.grid").all()
-    # a format string works as a command too
-    v = R.verdicts(pd.DataFrame(), ssms=("s5",), command="run {claim} {ssm} {datasets}")
-    assert verdict_of(v, "C1", "s5")["command"] == "run C1 s5 SelfRegulationSCP1,MotorImagery"
-
-
-def test_claim_verdicts_one_row_per_claim(tmp_path):
-    df = pd.concat([grid("s5", 0.70, +0.005, +0.03), grid("lru", 0.70, -0.04, +0.03)], ignore_index=True)
-    path = tmp_path / "main-full.jsonl"
-    R.append_records(path, df.to_dict("records"))
-    cv = R.claim_verdicts([path], datasets=DATASETS)
-    assert list(cv["claim"]) == ["C1", "C3", "C4"]
-    row = cv.set_index("claim").loc["C1"]
-    assert row["verdict"] == "partly holds (1 of 2) (partial: 2 of 4 SSMs)" and row["n_ssms_run"] == 2
-    assert "s5 (looped 1x6 − standard 6x1 (no reshaping)): +0.50" in row["evidence"]
-    assert "linoss-im: not yet run" in row["evidence"] and "--ssms linoss-im" in row["command"]
-    assert cv.set_index("claim").loc["C3", "verdict"] == "holds (partial: 2 of 4 SSMs)"
-    full = R.claim_verdicts([path], datasets=DATASETS, ssms=("s5", "lru"))
-    assert full.set_index("claim").loc["C3", "verdict"] == "holds"  # everything asked for was run
-    some = R.claim_verdicts([path], datasets=(*DATASETS, "D5"), ssms=("s5",))
-    assert some.set_index("claim").loc["C1", "verdict"] == "holds (partial: s5 on 4 of 5 data sets)"
-    empty = R.claim_verdicts(str(tmp_path / "none-*.jsonl"))
-    assert (empty["verdict"] == "not yet run").all()
-
-
-def test_rules_are_printable():
-    assert set(R.RULES) >= {"C1", "C3", "C4"}
-    assert "−1" in R.RULES["C1"] or "-1" in R.RULES["C1"]
 
 
 def test_published_numbers():
-    p = R.published_numbers()
+    from lib.claims import published_numbers
+
+    p = published_numbers()
     assert set(p["dataset"]) == {"SelfRegulationSCP1", "MotorImagery"}
     assert {"LRU", "S5", "LinOSS-IM", "LrcSSM", "LrcSSM (fixed config)",
             "Looped SSM (variant unknown)"} <= set(p["model"])
@@ -555,13 +406,14 @@ def test_published_numbers():
     looped = p[p["model"].str.startswith("Looped")]
     assert list(looped["dataset"]) == ["SelfRegulationSCP1"] and looped["mean"].iloc[0] == 90.12
     assert "variant unknown" in looped["source"].iloc[0]
-    assert len(R.published_numbers(None)) == 5 * 6 + 5
+    assert len(published_numbers(None)) == 5 * 6 + 5
+    assert p[p["model"].str.startswith("Looped")]["std"].isna().all()  # not published: NaN, not 0
 
 
 CONCURRENT = textwrap.dedent("""
     import sys
     sys.path.insert(0, {repo!r})
-    from lib import results as R
+    from lib import records, results as R
     from tests.test_results import make_record
     for i in range(10):
         R.append_records(sys.argv[1], [make_record(seed=int(sys.argv[2]) * 1000 + i)])
