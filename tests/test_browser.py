@@ -7,7 +7,15 @@ For every page of ``_toc.yml`` (and the ``index.html`` redirect):
 * there is no console error, page error or failed local request, except the short allow-list below;
 * every chart drew (an ``svg``/``canvas`` in every ``.book-vega``), and MathJax typeset every formula;
 * every altair slider (``input[type=range]``) and select, when moved, changes its chart's drawing;
-* a screenshot of the whole page lands in ``test-artifacts/screenshots/``.
+* a screenshot of the whole page lands in ``test-artifacts/screenshots/``;
+* at 1400 px and at 800 px viewport widths nothing is wider than the text column (``article.bd-article``'s
+  content box) and the page does not scroll sideways (``test_fits_text_column``). One thing may be wider
+  than the column, inside it: a ``<pre>`` code block, which scrolls by itself (a long command line wrapped
+  would no longer read as one command; scrolled, it copies exactly). Charts and tables must fit, and so
+  must display math. A chart cut off inside its own box (legend clipped) counts as overflow too;
+* every slider shows the value it sets (``test_sliders_show_their_value``): after it moves, the number
+  beside it is the slider's value, and its label names the quantity itself, not its logarithm (a
+  "log2 chunk" slider shows 3 where the chart means a chunk of 8).
 
 The book comes from ``BOOK_HTML`` (a built ``_build/html``) when set; otherwise the test builds it with
 ``python -m lib.book build --profile smoke --reuse --chapters <every chapter whose source exists>``.
@@ -38,13 +46,9 @@ CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
 ]
-# Known noise of Jupyter Book 1 / sphinx-book-theme 1.3.0 pages; nothing else is tolerated.
-ALLOWED_CONSOLE = [
-    # sphinx-thebe injects its config script twice on every page
-    re.compile(r"Identifier 'THEBE_JS_URL' has already been declared"),
-    # pydata-sphinx-theme logs this when no colour mode is stored yet
-    re.compile(r"Got invalid theme mode"),
-]
+# Console messages tolerated: none. (sphinx-thebe's duplicate THEBE_JS_URL script and pydata-sphinx-theme's
+# "Got invalid theme mode" are removed at their cause, in lib.book's Sphinx extension.)
+ALLOWED_CONSOLE: list[re.Pattern] = []
 ALLOWED_404 = [re.compile(r"/favicon\.ico$")]  # the browser asks for it; the book has none
 
 
@@ -222,3 +226,182 @@ def test_page(page_name, browser, base_url):
     assert not outside, f"{page_name}: requests left the local server: {outside}"
     assert not failed, f"{page_name}: failed local requests: {failed}"
     assert not errors, f"{page_name}: console/page errors: {errors}"
+
+
+
+# Layout: nothing wider than the text column -------------------------------------------------------
+WIDTHS = [1400, 800]
+# (page, viewport width) -> what overflowed when this list was written. Such a page xfails (with what
+# overflows now), any other page that overflows fails. Chapters are fixed in chapters/*.md; remove the
+# entry with the fix.
+_DEPTH = ("output charts in #autocorrelation-across-layers (811 px) and #teacherstudent-what-do-deeper-students-learn "
+          "(832 px)")
+_LOOPING = ("display math in #looping (819 px); output charts in #parameters-against-depth (1160 px), "
+            "#what-a-looped-block-does-across-iterations (833 px), #fixed-point-cycle-or-drift (1745 px), "
+            "#every-saved-looped-model (1427 px), #test-time-depth (835 px), #trained-with-l-loops-run-with-n (837 px)")
+_EXPERIMENTS = ("table.book-table in #where-the-records-come-from (1138 px); output charts/tables in "
+                "#batch-norm-in-a-looped-block (1230 px), #looped-against-standard-seed-by-seed (1147 px), "
+                "#claims-and-verdicts-full-profile (953 px), #a-small-real-grid-run-as-this-page-was-built-smoke-profile "
+                "(1406 px), #where-our-setup-differs-from-the-paper-s (1158 px)")
+_PERFORMANCE = "output chart in #five-seeds-in-one-program (1542 px)"
+KNOWN_OVERFLOW: dict[tuple[str, int], str] = {
+    ("chapters/depth_memory", 1400): _DEPTH,
+    ("chapters/depth_memory", 800): _DEPTH + "; display math in #deep-equals-shallow-wide-but-the-wide-form-needs-"
+                                             "large-b-and-c (782 px)",
+    ("chapters/looping", 1400): _LOOPING,
+    ("chapters/looping", 800): _LOOPING,
+    ("chapters/experiments", 1400): _EXPERIMENTS,
+    ("chapters/experiments", 800): _EXPERIMENTS + "; and 745-762 px outputs in "
+                                                  "#the-budget-grid-where-the-verdicts-come-from, #verdicts-budget-profile",
+    ("chapters/performance", 1400): _PERFORMANCE,
+    ("chapters/performance", 800): _PERFORMANCE,
+}
+
+OVERFLOW = r"""() => {
+  const article = document.querySelector('article.bd-article') || document.querySelector('main');
+  const cs = getComputedStyle(article);
+  const box = article.getBoundingClientRect();
+  const left = box.left + parseFloat(cs.paddingLeft) - 1, right = box.right - parseFloat(cs.paddingRight) + 1;
+  const name = el => {
+    let n = el.tagName.toLowerCase();
+    if (el.id) n += '#' + el.id;
+    const cls = (el.getAttribute('class') || '').split(/\s+/).filter(Boolean).slice(0, 2);
+    if (cls.length) n += '.' + cls.join('.');
+    const sec = el.closest('section[id]');
+    return n + (sec ? ' in #' + sec.id : '');
+  };
+  const scrolls = el => ['auto', 'scroll'].includes(getComputedStyle(el).overflowX);
+  const found = [];
+  const seen = new Set();
+  for (const el of article.querySelectorAll('*')) {
+    const r = el.getBoundingClientRect();
+    if (r.width === 0 || r.height === 0) continue;
+    const st = getComputedStyle(el);
+    if (st.visibility === 'hidden' || st.position === 'fixed') continue;
+    if (el.closest('mjx-assistive-mml')) continue;  // MathJax's screen-reader copy, clipped to 1 px
+    // a <pre> scrolls by itself: what is inside it may be wider than the column (see the docstring)
+    if (el.closest('pre') && el.closest('pre') !== el) continue;
+    let inside = false;
+    for (let a = el.parentElement; a && a !== article; a = a.parentElement) {
+      if (a.tagName === 'PRE' && scrolls(a)) { inside = true; break; }
+    }
+    if (inside) continue;
+    // an ancestor already reported carries its children with it
+    let parent = el.parentElement, reported = false;
+    for (; parent && parent !== article; parent = parent.parentElement) if (seen.has(parent)) { reported = true; break; }
+    if (reported) continue;
+    if (r.left < left || r.right > right) {
+      seen.add(el);
+      found.push(`${name(el)}: ${Math.round(r.width)} px wide, ${Math.round(Math.max(left - r.left, 0) + Math.max(r.right - right, 0))} px outside a ${Math.round(right - left - 2)} px column`);
+      continue;
+    }
+    // inline math: MathJax's glyph boxes poke a few px past their own line box by design (nothing is
+    // hidden); display math (div.math) is checked like everything else
+    if (el.closest('span.math') || (el.closest('mjx-container') && !el.closest('div.math'))) continue;
+    const cut = ['hidden', 'clip'].includes(st.overflowX) && el.scrollWidth > el.clientWidth + 1;
+    const scrolled = scrolls(el) && el.tagName !== 'PRE' && el.scrollWidth > el.clientWidth + 1;
+    if ((cut || scrolled) && el.clientWidth > 0) {
+      seen.add(el);
+      found.push(`${name(el)}: content ${el.scrollWidth} px in a ${el.clientWidth} px box (${cut ? 'cut off' : 'scrolls sideways'})`);
+    }
+  }
+  const page = document.scrollingElement;
+  if (page.scrollWidth > page.clientWidth + 1) found.push(`the page scrolls sideways: ${page.scrollWidth} px in ${page.clientWidth} px`);
+  return found;
+}"""
+
+
+def _open(browser, base_url, page_name, width):
+    context = browser.new_context(viewport={"width": width, "height": 900})
+    context.route("**/*", lambda r: r.continue_() if r.request.url.startswith((base_url, "data:", "blob:", "about:"))
+                  else r.abort())
+    page = context.new_page()
+    page.goto(f"{base_url}/{page_name}.html", wait_until="load")
+    page.wait_for_load_state("networkidle")
+    charts = page.locator(".book-vega")
+    for i in range(charts.count()):
+        charts.nth(i).locator("svg, canvas").first.wait_for(state="attached", timeout=15_000)
+    page.evaluate(MATHJAX_DONE)
+    return context, page
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@pytest.mark.parametrize("page_name", PAGES)
+def test_fits_text_column(page_name, width, browser, base_url):
+    context, page = _open(browser, base_url, page_name, width)
+    try:
+        found = page.evaluate(OVERFLOW)
+    finally:
+        context.close()
+    report = f"{page_name} at {width} px: wider than the text column:\n  " + "\n  ".join(found)
+    if found and (page_name, width) in KNOWN_OVERFLOW:
+        pytest.xfail(report)
+    assert not found, report
+
+
+# Sliders show the value they set -----------------------------------------------------------------
+SLIDERS = """() => Array.from(document.querySelectorAll('.vega-bindings input[type=range]')).map(input => {
+  const label = input.closest('label') || input.parentElement;
+  const name = label.querySelector('.vega-bind-name');
+  const shown = input.nextElementSibling;
+  return {name: name ? name.textContent.trim() : '', shown: shown ? shown.textContent.trim() : null,
+          value: input.value};
+})"""
+# a slider's label names its quantity; one that names a logarithm shows log2(x) where the chart means x
+LOG_LABEL = re.compile(r"\blog|log[₂2]|lg\b", re.I)
+# page -> its sliders that set a logarithm when this list was written (xfail; any other page fails)
+KNOWN_LOG_SLIDERS: dict[str, str] = {
+    "index": "log₂ chunk (the redirect shows the introduction)",
+    "chapters/intro": "log₂ chunk",
+    "chapters/ssm_layers": "log10 Δ, log10 τ",
+    "chapters/reshaping": "log2 p",
+}
+
+
+@pytest.mark.parametrize("page_name", PAGES)
+def test_sliders_show_their_value(page_name, browser, base_url):
+    context, page = _open(browser, base_url, page_name, 1280)
+    problems = []
+    try:
+        sliders = page.locator(".vega-bindings input[type=range]")
+        for i in range(sliders.count()):
+            slider = sliders.nth(i)
+            lo = float(slider.get_attribute("min") or 0)
+            hi = float(slider.get_attribute("max") or 100)
+            target = lo if float(slider.input_value()) != lo else hi
+            slider.fill(f"{target:g}")
+            info = page.evaluate(SLIDERS)[i]
+            try:
+                same = float(info["shown"]) == float(info["value"])
+            except (TypeError, ValueError):
+                same = False
+            if not same:
+                problems.append(f"slider {info['name']!r} set to {info['value']} shows {info['shown']!r}")
+            if LOG_LABEL.search(info["name"]):
+                problems.append(f"slider {info['name']!r} sets a logarithm: it shows {info['value']} where "
+                                f"the chart means another number (show the quantity: a select or radio of its values)")
+    finally:
+        context.close()
+    report = f"{page_name}: " + "; ".join(problems)
+    if problems and page_name in KNOWN_LOG_SLIDERS:
+        pytest.xfail(report)
+    assert not problems, report
+
+
+# The API page's command lines can be copied -------------------------------------------------------
+def test_api_commands_are_copyable(html_dir):
+    """Every ``python -m lib.X`` usage line of a docstring is its own line of a code block, with ``--``
+    intact (docutils would join an indented block into one paragraph and make ``--flag`` an en dash)."""
+    import html as html_lib
+
+    page = (html_dir / "api.html").read_text(encoding="utf-8")
+    text = html_lib.unescape(re.sub(r"<[^>]+>", "", page))
+    dashed = sorted(set(re.findall(r"(?<![\w-])[–—][a-z][\w-]*", text)))
+    assert not dashed, f"api.html: options shown with a dash character, not --: {dashed}"
+    blocks = [html_lib.unescape(re.sub(r"<[^>]+>", "", b)) for b in re.findall(r"<pre[^>]*>(.*?)</pre>", page, re.S)]
+    lines = [line.strip() for b in blocks for line in b.splitlines()]
+    for module in ("bench scan", "bench train", "run", "results merge", "book build"):
+        assert any(line.startswith(f"python -m lib.{module}") for line in lines), (
+            f"api.html: no code line starts with `python -m lib.{module}`")
+    for line in lines:
+        assert line.count("python -m ") <= 1, f"api.html: two commands on one line: {line!r}"
