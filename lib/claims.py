@@ -43,6 +43,9 @@ CEILING = 97.0
 CHANCE_BAND = 5.0
 LEVEL = 0.95
 N_BOOT = 10_000
+#: a verdict other than "inconclusive" needs at least this many pooled data sets: with fewer, the
+#: interval resamples seeds only and says nothing about other data (the claims are about benchmarks)
+MIN_SETS = 3
 #: records the verdicts read: the grid's comparisons (``main``) and the pilot that chose each chunk
 TAGS = (R.MAIN_TAG, "pilot")
 LOOPED, STANDARD = (1, 6), (6, 1)
@@ -87,6 +90,7 @@ RULES = {
                f"upper bound < 0 or E's upper bound < −δ; otherwise inconclusive"),
 }
 COMMON = (f"Differences are paired by seed (same split) on records that agree in every other setting. "
+          f"A verdict other than inconclusive needs at least {MIN_SETS} pooled data sets. "
           f"Per data set: the mean over seeds; pooled: the mean over data sets, {LEVEL:.0%} interval from a "
           f"hierarchical bootstrap ({N_BOOT} resamples: data sets, then seeds within each). Data sets "
           f"where both models average above {CEILING:g} % (ceiling) or within {CHANCE_BAND:g} points of "
@@ -274,6 +278,8 @@ def verdict_table(df: pd.DataFrame, profile: str, *, ssms=R.PAPER_SSMS, n_boot: 
                     used = used[used["dataset"].isin(set(used_e["dataset"]))]
                 verdict = RULES[claim].decide(lo, hi, mean, lo2, hi2) if len(used) else (
                     "not decidable" if len(flagged) else "not yet run")
+                if verdict in ("holds", "fails") and len(used) < MIN_SETS:
+                    verdict = "inconclusive"  # the interval would be over seeds of too few data sets
                 out.append(dict(profile=profile, scope=scope, claim=claim, ssm=ssm, effect=mean, lo=lo, hi=hi,
                                 e_effect=mean2, e_lo=lo2, e_hi=hi2, verdict=verdict, n_sets=len(used),
                                 sets=", ".join(used["dataset"]),

@@ -115,3 +115,11 @@ def test_pilot_and_main_records_of_one_training_count_once():
     pilot = recs[recs["blocks"] == 1].assign(tag="pilot")
     d = C.records(pd.concat([recs, pilot]), "budget")
     assert len(d) == len(recs)
+
+
+def test_too_few_data_sets_cannot_decide():
+    """Two clean data sets would 'hold' on their seeds alone; the claims are about benchmarks."""
+    v = C.verdict_table(grid((0.0, 0.1), noise=0.001), "budget", ssms=("s5",), n_boot=500)
+    r = verdict(v, "C1")
+    assert r["lo"] >= -C.DELTA and r["n_sets"] == 2 < C.MIN_SETS
+    assert r["verdict"] == "inconclusive"
