@@ -184,6 +184,12 @@ def main(argv=None) -> int:
     t.add_argument("--ssms", nargs="+", default=list(SSM_NAMES), choices=SSM_NAMES)
     t.add_argument("--out", default="data/bench/train.json")
     a = p.parse_args(argv)
+    sizes = ("lengths", "batch", "repeats") if a.what == "scan" else ("length", "steps", "repeats", "seeds")
+    for name in sizes:
+        v = getattr(a, name)
+        if min(v if isinstance(v, list) else [v]) < 1:
+            print(f"error: --{name} must be >= 1, got {v}", file=sys.stderr)
+            return 2
     if a.what == "scan":
         res = bench_scan(tuple(a.lengths), a.batch, repeats=a.repeats, ssms=a.ssms)
     else:

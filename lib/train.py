@@ -27,8 +27,10 @@ throughput), while on accelerators and over several devices the vmapped program 
 
 Checkpoints. ``fit(..., checkpoint=PATH)`` writes, after every evaluation, everything the loop needs to
 go on (model, optimiser and best states, the batch generators' states, the per-seed bookkeeping) to
-one ``.npz`` (atomically); a later ``fit`` of the same configuration on the same data resumes from it
-and ends with the same numbers as an uninterrupted run. ``deadline=`` (a ``time.time()`` value) makes
+one ``.npz`` (atomically, flushed to disk before the rename); a later ``fit`` of the same configuration
+on the same data resumes from it and ends with the same numbers as an uninterrupted run. A checkpoint
+that cannot be read (empty, truncated, garbage) is renamed to ``NAME.npz.corrupt``, with a notice,
+and the configuration starts over; a ``NAME.npz.tmp`` left by a failed write is removed. ``deadline=`` (a ``time.time()`` value) makes
 ``fit`` checkpoint and raise ``Interrupted`` rather than start a chunk that would end after it, so a
 configuration longer than one sitting (a 10-minute GPU call, a CPU session) is done in pieces.
 
@@ -187,14 +189,29 @@ def _fingerprint(model_kwargs, cfg, seeds, seed_axis, n_devices, keep_state, arr
 
 
 def write_npz(path, arrays: dict, *, compressed: bool = False) -> Path:
-    """``arrays`` to ``path`` (``.npz``) through a temporary file, so a killed writer leaves the old
-    file or the new one, never half of one."""
+    """``arrays`` to ``path`` (``.npz``) through a temporary file (``NAME.npz.tmp``), flushed to disk
+    before it is renamed over ``path``, so a killed writer or a crashed machine leaves the old file
+    or the new one, never half of one. A failed write removes its temporary file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        (np.savez_compressed if compressed else np.savez)(f, **arrays)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            (np.savez_compressed if compressed else np.savez)(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    try:  # make the rename itself durable
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
     return path
 
 
@@ -208,14 +225,30 @@ def save_checkpoint(path, meta: dict, **trees) -> None:
 
 
 def load_checkpoint(path) -> tuple[dict, dict]:
-    """``(meta, {name: [arrays]})`` of a checkpoint written by ``save_checkpoint``."""
-    with np.load(path) as z:
+    """``(meta, {name: [arrays]})`` of a checkpoint written by ``save_checkpoint`` (an unreadable file
+    raises whatever NumPy, zipfile or JSON raise; ``MultiSeedTrainer.fit`` sets such a file aside)."""
+    with np.load(path, allow_pickle=False) as z:
         meta = json.loads(z["meta"].tobytes().decode())
+        if not isinstance(meta, dict):
+            raise ValueError(f"{path}: its metadata is not a JSON object")
         trees = {}
         for k in sorted(f for f in z.files if f != "meta"):
             name = k.split("/", 1)[0]
             trees.setdefault(name, []).append(z[k])
     return meta, trees
+
+
+def _set_aside(path: Path, err: BaseException) -> None:
+    """Rename the unreadable checkpoint ``path`` to ``NAME.npz.corrupt`` (kept for a look, never read
+    again) and say so; the configuration then starts over."""
+    aside = path.with_name(path.name + ".corrupt")
+    why = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+    try:
+        os.replace(path, aside)
+    except OSError as e:
+        raise OSError(f"checkpoint {path} cannot be read ({why}) nor moved aside ({e}); remove it") from None
+    print(f"note: checkpoint {path} cannot be read ({why}); moved aside to {aside.name}; "
+          f"starting this configuration over", file=sys.stderr)
 
 
 @dataclasses.dataclass
@@ -447,25 +480,39 @@ class MultiSeedTrainer:
             fingerprint = _fingerprint(self.model_kwargs, cfg, self.padded_seeds, self.seed_axis,
                                        len(self.devices), keep_state, host)
         del host
+        if checkpoint is not None:  # a temporary file left by a write that failed (the checkpoint is whole)
+            checkpoint.with_name(checkpoint.name + ".tmp").unlink(missing_ok=True)
         if checkpoint is not None and checkpoint.exists():
-            meta, trees = load_checkpoint(checkpoint)
-            if meta.get("fingerprint") != fingerprint:
+            try:
+                meta, trees = load_checkpoint(checkpoint)
+            except Exception as e:  # empty, truncated, garbage: set it aside and start over
+                _set_aside(checkpoint, e)
+                meta = None
+            if meta is None:
+                pass
+            elif meta.get("fingerprint") != fingerprint:
                 print(f"note: {checkpoint} holds another configuration or other data; starting afresh",
                       file=sys.stderr)
-            else:  # resume
-                pg.restore(meta)
-                if len(pg.live) < len(self.padded_seeds):
-                    take = jnp.asarray(pg.live)
-                    data = {part: (X[take], Y[take]) for part, (X, Y) in data.items()}
-                sub = jax.tree.map(lambda x: x[: len(pg.live)], (self.state, self.opt_state))
-                self.state = _from_host(trees["state"], sub[0])
-                self.opt_state = _from_host(trees["opt"], sub[1])
-                if len(pg.live) == len(self.padded_seeds):
-                    self.state, self.opt_state = self._shard(self.state), self._shard(self.opt_state)
-                if keep_state:
-                    best_state = self._shard(_from_host(trees["best"], best_state))
-                self.compile_s, before_s = float(meta["compile_s"]), float(meta["wall_s"])
-                self.segments = meta["segments"] + [dict(step=pg.step, **(note or {}))]
+            else:  # resume (into new objects first: a checkpoint that does not fit changes nothing)
+                try:
+                    rpg = _Progress.start(self.padded_seeds, S)
+                    rpg.restore(meta)
+                    rdata = data
+                    if len(rpg.live) < len(self.padded_seeds):
+                        take = jnp.asarray(rpg.live)
+                        rdata = {part: (X[take], Y[take]) for part, (X, Y) in data.items()}
+                    sub = jax.tree.map(lambda x: x[: len(rpg.live)], (self.state, self.opt_state))
+                    rstate, ropt = _from_host(trees["state"], sub[0]), _from_host(trees["opt"], sub[1])
+                    if len(rpg.live) == len(self.padded_seeds):
+                        rstate, ropt = self._shard(rstate), self._shard(ropt)
+                    rbest = self._shard(_from_host(trees["best"], best_state)) if keep_state else best_state
+                    rtimes = float(meta["compile_s"]), float(meta["wall_s"])
+                    rsegments = list(meta["segments"]) + [dict(step=rpg.step, **(note or {}))]
+                except Exception as e:
+                    _set_aside(checkpoint, e)
+                else:
+                    pg, data, self.state, self.opt_state, best_state = rpg, rdata, rstate, ropt, rbest
+                    (self.compile_s, before_s), self.segments = rtimes, rsegments
         show = (not quiet()) if progress is None else progress
         log = not show and os.environ.get("LOOPED_SSM_LOG", "") not in ("", "0")
         t_start = time.perf_counter()
