@@ -119,14 +119,18 @@ def test_merge_of_a_missing_or_bad_file_writes_nothing(tmp_path, capsys):
 
 
 def test_records_made_outside_git_take_the_commit_from_the_environment(monkeypatch, tmp_path):
-    from lib import run as Run
+    """One provenance implementation: lib.run's records and lib.baseline's (lib.provenance.provenance)
+    both fall back to $LOOPED_SSM_COMMIT outside a git checkout."""
+    from lib import provenance as P, run as Run
 
-    monkeypatch.setattr(Run, "REPO", tmp_path)  # not a git checkout
+    monkeypatch.setattr(P, "_REPO_ROOT", tmp_path)  # not a git checkout
     monkeypatch.delenv("LOOPED_SSM_COMMIT", raising=False)
     assert Run.git_commit() == ("unknown", False)
     monkeypatch.setenv("LOOPED_SSM_COMMIT", "abc123")
     monkeypatch.setenv("LOOPED_SSM_DIRTY", "1")
     assert Run.git_commit() == ("abc123", True)
+    prov = P.provenance(command="x")
+    assert (prov["commit"], prov["dirty"]) == ("abc123", True)
 
 
 def test_results_folder_from_the_environment(monkeypatch, tmp_path):
