@@ -230,3 +230,31 @@ def test_bad_call(name):
         layer(normal((10, H + 1)))
     with pytest.raises(ValueError, match="u must"):
         layer(normal((H,)))
+
+
+# 7. the real-arithmetic recurrences (issue 18) ------------------------------------------------------
+
+@pytest.mark.parametrize("mode", ["parallel", "sequential"])
+def test_complex_recurrence_in_real_parts(mode):
+    """complex_recurrence on real and imaginary parts == linear_recurrence on complex numbers (T = 300)."""
+    from lib.scan import complex_recurrence, linear_recurrence
+
+    k = jax.random.split(jax.random.key(0), 4)
+    a = 0.99 * jnp.exp(1j * jax.random.uniform(k[0], (P,), maxval=3.0)) * jax.random.uniform(k[1], (P,))
+    b = normal((2, 300, P), 2) + 1j * normal((2, 300, P), 3)
+    ref = linear_recurrence(a, b, mode="sequential")
+    hr, hi = complex_recurrence((a.real, a.imag), (b.real, b.imag), mode=mode)
+    assert hr.dtype == jnp.float32
+    assert float(jnp.abs(hr + 1j * hi - ref).max()) <= 1e-5 * float(jnp.abs(ref).max())
+
+
+def test_block2_time_invariant_sequential_equals_broadcast():
+    """A time-invariant M is closed over on the sequential path: the same states as M broadcast over time."""
+    from lib.scan import block2_recurrence
+
+    layer = make("linoss-IM")
+    M = transition(layer.A, layer.step, "IM")
+    F = (normal((2, 100, P), 4), normal((2, 100, P), 5))
+    z0, y0 = block2_recurrence(tuple(jnp.broadcast_to(m, (2, 100, P)) for m in M), F, mode="sequential")
+    z1, y1 = block2_recurrence(M, F, mode="sequential")
+    assert float(jnp.abs(z1 - z0).max()) == 0.0 and float(jnp.abs(y1 - y0).max()) == 0.0

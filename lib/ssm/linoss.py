@@ -111,10 +111,15 @@ class LinOSS(nnx.Module):
     def __call__(self, u, mode: str = "parallel"):
         u = check_input(u, self.hidden, mode)
         A, step = self.A, self.step
-        Bu = u.astype(jnp.complex64) @ self.B.T                               # (..., T, P)
+        # M is real, so the real and imaginary parts of the state evolve apart: one real recurrence over
+        # 2P states [Re | Im] (same numbers as the complex one, several times faster on a CPU)
+        two = lambda v: jnp.concatenate([v, v])                              # noqa: E731
+        Bu = u @ jnp.concatenate([self.B_re[...], self.B_im[...]]).T          # [Re | Im] B u_t: (..., T, 2P)
         f_z, f_y = input_weights(A, step, self.discretization)
-        _, y = block2_recurrence(transition(A, step, self.discretization), (f_z * Bu, f_y * Bu), mode=mode)
-        return (y @ self.C.T).real + self.D[...] * u                          # x_t = Re(C y_t) + D u_t
+        M = tuple(two(m) for m in transition(A, step, self.discretization))
+        _, y = block2_recurrence(M, (two(f_z) * Bu, two(f_y) * Bu), mode=mode)
+        C = jnp.concatenate([self.C_re[...], -self.C_im[...]], 1)             # Re(C y) = C_re y_re − C_im y_im
+        return y @ C.T + self.D[...] * u                                      # x_t = Re(C y_t) + D u_t
 
     def kernel(self, length: int):
         """K_k = Re(C diag(g_k) B), g_k = [M^k]_{21} f_z + [M^k]_{22} f_y: real ``(length, hidden_out, hidden_in)``."""

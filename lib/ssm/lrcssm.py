@@ -82,7 +82,7 @@ def cell(p, x, Wf_su, Wz_su, step=1.0):
 
 
 # ---- solvers (drive = sensory(p, u); states (..., T, P)) ----------------------------------------
-def solve_sequential(p, drive, step):
+def _scan_cells(p, drive, step):
     def body(x, d):
         x = cell(p, x, *d, step)
         return x, x
@@ -91,9 +91,52 @@ def solve_sequential(p, drive, step):
     return jnp.moveaxis(xs, 0, -2)
 
 
+def _shift(x):
+    """x_{t-1} for every t, with x_{-1} = 0 (axis -2)."""
+    return jnp.concatenate([jnp.zeros_like(x[..., :1, :]), x[..., :-1, :]], axis=-2)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2,))
+def solve_sequential(p, drive, step):
+    """The states x_t = f(x_{t-1}, u_t) from x_{-1} = 0, one step at a time (``lax.scan``).
+
+    Its gradient is the adjoint recurrence written out rather than ``lax.scan``'s own transpose (the
+    same chain rule, fewer passes): with J_t = ∂f/∂x at (x_{t-1}, u_t) (diagonal),
+    λ_t = g_t + J_{t+1} λ_{t+1} is one linear recurrence backwards in time, and the gradients of the
+    parameters and of the drive are one vectorised VJP of f over all t with cotangent λ — no
+    per-step reductions inside the loop (``lib.bench train``: 1.1–1.4× a training step). A custom
+    VJP: reverse mode only (``jax.jvp`` through the sequential solve is not defined).
+    """
+    return _scan_cells(p, drive, step)
+
+
+def _solve_sequential_fwd(p, drive, step):
+    xs = _scan_cells(p, drive, step)
+    return xs, (p, drive, xs)
+
+
+def _solve_sequential_bwd(step, res, g):
+    p, drive, xs = res
+    x_prev = _shift(xs)
+    f = lambda p, d: cell(p, x_prev, *d, step)  # noqa: E731  all t at once
+    _, J = jax.jvp(lambda x: cell(p, x, *drive, step), (x_prev,), (jnp.ones_like(x_prev),))
+
+    def back(carry, jg):  # carry = J_{t+1} λ_{t+1}
+        lam = carry + jg[1]  # λ_t = J_{t+1} λ_{t+1} + g_t
+        return jg[0] * lam, lam
+
+    J_t, g_t = jnp.moveaxis(J, -2, 0), jnp.moveaxis(g, -2, 0)
+    _, lam = jax.lax.scan(back, jnp.zeros_like(g_t[0]), (J_t, g_t), reverse=True)
+    _, vjp = jax.vjp(f, p, drive)
+    return vjp(jnp.moveaxis(lam, 0, -2))
+
+
+solve_sequential.defvjp(_solve_sequential_fwd, _solve_sequential_bwd)
+
+
 def newton_step(p, drive, x, step, fixed_jacobian=False):
     """One DEER step from the trajectory guess ``x``: returns the next guess."""
-    x_prev = jnp.concatenate([jnp.zeros_like(x[..., :1, :]), x[..., :-1, :]], axis=-2)
+    x_prev = _shift(x)
     # f is elementwise in x, so the JVP along ones is exactly diag(∂f/∂x).
     fx, J = jax.jvp(lambda y: cell(p, y, *drive, step), (x_prev,), (jnp.ones_like(x_prev),))
     if fixed_jacobian:

@@ -24,7 +24,8 @@ Initialisation (peers' code: minimal-LRU ``lru/model.py``; Log-NCDE/LinOSS ``mod
 * B_re, B_im ~ N(0, 1/(2H)); C_re, C_im ~ N(0, 1/P); D ~ N(0, 1) (minimal-LRU ``matrix_init``).
 
 The layer is linear and time invariant, so y_t = Σ_k K_k u_{t−k} + D ⊙ u_t with
-K_k = Re(C diag(γ ⊙ Λ^k) B) (``kernel``). The scan runs through ``lib.scan.linear_recurrence``.
+K_k = Re(C diag(γ ⊙ Λ^k) B) (``kernel``). The scan runs through ``lib.scan.complex_recurrence`` (the
+complex recurrence in real arithmetic).
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from lib.scan import linear_recurrence
+from lib.scan import complex_recurrence
 from lib.ssm import check_input, check_sizes
 
 
@@ -104,9 +105,13 @@ class LRU(nnx.Module):
 
     def __call__(self, u, mode: str = "parallel"):
         u = check_input(u, self.hidden, mode)
-        Bu = u.astype(jnp.complex64) @ self.B_norm.T                    # γ ⊙ (B u_t): (..., T, P)
-        h = linear_recurrence(self.Lambda, Bu, mode=mode)               # h_t = Λ ⊙ h_{t-1} + γ ⊙ B u_t
-        return (h @ self.C.T).real + self.D[...] * u                    # y_t = Re(C h_t) + D ⊙ u_t
+        P, Lambda, B = self.state, self.Lambda, self.B_norm
+        # complex arithmetic written out in real parts (same numbers, several times faster on a CPU)
+        Bu = u @ jnp.concatenate([B.real, B.imag]).T                    # γ ⊙ (B u_t): [Re | Im], (..., T, 2P)
+        h = complex_recurrence((Lambda.real, Lambda.imag), (Bu[..., :P], Bu[..., P:]), mode=mode)
+        C = self.C                                                      # h_t = Λ ⊙ h_{t-1} + γ ⊙ B u_t
+        y = jnp.concatenate(h, -1) @ jnp.concatenate([C.real, -C.imag], 1).T
+        return y + self.D[...] * u                                      # y_t = Re(C h_t) + D ⊙ u_t
 
     def kernel(self, length: int):
         """K_k = Re(C diag(γ ⊙ Λ^k) B) for k < ``length``: real ``(length, hidden_out, hidden_in)``."""
