@@ -55,6 +55,25 @@ from flax import nnx
 from lib.scan import MODES
 from lib.ssm import SSM_NAMES, make_ssm
 
+
+def unrolled_threefry_on_cpu() -> bool:
+    """Compile JAX's threefry hash unrolled on CPU too (JAX rolls its 5 × 4 rounds into a
+    ``fori_loop`` there, to compile faster), so a dropout mask is one fused pass instead of five
+    passes over memory: the same bits (the same arithmetic, only not looped), about 4× faster on
+    this CPU (0.43 → 0.11 ms for a 32 × 56 × 64 mask; ``lib.bench``). Uses JAX internals; returns
+    False, changing nothing, where they are not as expected."""
+    try:
+        from jax._src.interpreters import mlir
+        from jax._src.random import threefry2x32 as tf
+
+        mlir.register_lowering(tf.threefry2x32_p, tf._threefry2x32_lowering_rule, platform="cpu")
+        return True
+    except (ImportError, AttributeError):  # another JAX: keep its own lowering
+        return False
+
+
+UNROLLED_THREEFRY = unrolled_threefry_on_cpu()
+
 #: dropout rate of the peers' block per SSM (Log-NCDE / LinOSS repositories; LrcSSM uses none)
 DROPOUT = {"lru": 0.1, "s5": 0.05, "linoss-im": 0.05, "linoss-imex": 0.05, "lrcssm": 0.0}
 NORMS = ("batch", "batch-shared", "layer", "none")
@@ -134,9 +153,29 @@ def _norm(kind: str, hidden: int, applications: int, rngs: nnx.Rngs):
     return None
 
 
-def _apply_norm(norms, x, cycle: int):
-    """``x`` through the norm of application ``cycle`` (the last one's beyond the trained depth)."""
-    return x if norms is None else norms[min(cycle, len(norms) - 1)](x)
+def _apply_norm(norms, x, cycle):
+    """``x`` through the norm of application ``cycle`` (the last one's beyond the trained depth).
+
+    ``cycle`` is a Python int, or a traced integer inside the loop over cycles (``LoopedClassifier``):
+    then the statistics of that cycle are picked from all of them, the norm runs on them, and in
+    training mode its updated statistics go back to that cycle only — the same numbers as the norm
+    of that cycle called directly."""
+    if norms is None:
+        return x
+    n = len(norms)
+    if n == 1:
+        return norms[0](x)
+    if isinstance(cycle, numbers.Integral):
+        return norms[min(int(cycle), n - 1)](x)
+    i = jnp.minimum(cycle, n - 1)
+    states = [nnx.state(m) for m in norms]
+    norm = nnx.merge(nnx.graphdef(norms[0]), jax.tree.map(lambda *v: jnp.stack(v)[i], *states))
+    y = norm(x)
+    if not getattr(norm, "use_running_average", True):  # training: statistics updated
+        new = nnx.state(norm)
+        for j, m in enumerate(norms):
+            nnx.update(m, jax.tree.map(lambda a, b, j=j: jnp.where(i == j, a, b), new, states[j]))
+    return y
 
 
 class SSMBlock(nnx.Module):
@@ -190,6 +229,19 @@ class LoopedClassifier(nnx.Module):
     depth); ``model.iterates(x)`` returns the hidden sequence after every block application.
     """
 
+    #: under ``jit``, run loops > 1 as one ``lax.scan`` over the cycles (``_run_cycles``): a 1×L model
+    #: then compiles in about the time of a 1×1 one, whatever L. False unrolls the L applications.
+    #: None (the default) decides by backend, from ``lib.bench train``: on a CPU a 1×6 model's step
+    #: takes 1.2–1.5× as long with the scan (every activation the backward pass needs is copied into
+    #: the loop's stacked buffers and read back), far more over a run of thousands of steps than the
+    #: seconds of compile time it saves, so CPUs unroll; accelerators scan. Eager calls always unroll: there is no program to
+    #: compile, and op by op they give the untied model's numbers bit for bit. Compiled, the two orders
+    #: agree to float32 rounding (``tests/test_model.py``).
+    scan_loops = None
+
+    def _scan(self) -> bool:
+        return jax.default_backend() != "cpu" if self.scan_loops is None else bool(self.scan_loops)
+
     def __init__(self, cfg: ModelConfig):
         cfg = validate_config(cfg)
         self.config = cfg
@@ -218,15 +270,42 @@ class LoopedClassifier(nnx.Module):
     def _run(self, x, loops, keep: bool):
         self._check_input(x)
         h0 = self.encoder(x)
+        L = self.config.loops if loops is None else _positive_int("loops", loops)
+        if L > 1 and isinstance(h0, jax.core.Tracer) and self._scan():  # compiled: one copy of the blocks
+            return self._run_cycles(h0, L, keep)
         h, states = h0, []
         k = len(self.blocks)
-        for i, j in enumerate(self.schedule(loops)):
+        for i, j in enumerate(self.schedule(L)):
             if self.config.input_injection and i > 0:
                 h = h + h0
             h = self.blocks[j](h, cycle=i // k)
             if keep:
                 states.append(h)
         return h, states
+
+    def _run_cycles(self, h0, loops: int, keep: bool):
+        """The ``loops`` cycles as one ``lax.scan`` over the tied blocks: the program holds each unique
+        block once, so compile time does not grow with the number of loops. The blocks' parameters
+        are constants of the loop; their other state (norm statistics, dropout counters) is carried
+        through it, so every application sees and updates exactly what it does unrolled."""
+        k = len(self.blocks)
+        graphdef, params, rest = nnx.split(self.blocks, nnx.Param, ...)
+        inject = self.config.input_injection
+
+        def cycle(carry, c):
+            h, rest = carry
+            blocks = nnx.merge(graphdef, params, rest)
+            outs = []
+            for j in range(k):
+                if inject:  # h + h0 before every application but the first (i = c·k + j > 0)
+                    h = jnp.where((c > 0) | (j > 0), h + h0, h) if j == 0 else h + h0
+                h = blocks[j](h, cycle=c)
+                outs.append(h)
+            return (h, nnx.split(blocks, nnx.Param, ...)[2]), (jnp.stack(outs) if keep else None)
+
+        (h, rest), outs = jax.lax.scan(cycle, (h0, rest), jnp.arange(loops))
+        nnx.update(self.blocks, rest)
+        return h, (list(outs.reshape((loops * k,) + outs.shape[2:])) if keep else [])
 
     def readout(self, h):
         """The head: mean over time, then linear (LrcSSM: per-timestep MLP, then mean over time)."""
