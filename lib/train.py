@@ -16,14 +16,17 @@ the device count with copies of the last seed, whose results are dropped. A chun
 ``eval_every`` steps is one compiled ``lax.scan``; evaluation and early-stopping bookkeeping happen
 per seed on the host between chunks. Under ``vmap`` a seed that has stopped keeps stepping with the
 others (its record is frozen); under ``lax.map`` (below) the stopped seeds are dropped from the
-program (it is recompiled for the seeds left), so they cost nothing more. Either way every seed's
+program, so they cost nothing more. Either way every seed's
 result equals the one it gets when trained alone.
 
-On a single CPU device the seed axis is a ``lax.map`` (a loop inside the one program) rather than
-a ``vmap``: XLA's CPU backend runs the vmapped (batched) matrix products of five small models
-markedly slower than five plain ones (``lib.bench train`` measured 0.61× the sequential
-throughput), while on accelerators and over several devices the vmapped program is the fast one.
-``seed_axis="vmap"|"map"`` overrides the choice; both give the same numbers.
+On a single CPU device the seed axis is a ``lax.map`` rather than a ``vmap``: XLA's CPU backend
+runs the vmapped (batched) matrix products of five small models markedly slower than five plain
+ones (``lib.bench train`` measured 0.61× the sequential throughput, and 0.75× again after the
+changes of issue 18), while on accelerators and over several devices the vmapped program is the
+fast one. The ``lax.map`` is run as its loop on the host: one program compiled for one seed, called
+for each seed in turn, so the program does not change (nor recompile) as seeds stop; evaluation is
+likewise one program over blocks of ``eval_batch_size`` cases, shared by the validation, test and
+training parts. ``seed_axis="vmap"|"map"`` overrides the choice; both give the same numbers.
 
 Checkpoints. ``fit(..., checkpoint=PATH)`` writes, after every evaluation, everything the loop needs to
 go on (model, optimiser and best states, the batch generators' states, the per-seed bookkeeping) to
@@ -40,6 +43,7 @@ from ``nnx.Rngs(seed)``; the same configuration and seed give bit-identical resu
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import sys
@@ -61,13 +65,54 @@ DEFAULT_LR = {"lru": 1e-3, "s5": 1e-3, "linoss-im": 1e-4, "linoss-imex": 1e-4, "
 #: LrcSSM's repository clips the global gradient norm at 1; the others do not clip.
 DEFAULT_CLIP = {"lrcssm": 1.0}
 
+#: environment variable naming JAX's persistent compilation cache folder ("" or "off": no cache)
+CACHE_ENV = "LOOPED_SSM_JAX_CACHE"
+
+
+def compilation_cache_dir() -> Path | None:
+    """The folder of JAX's persistent compilation cache: ``$LOOPED_SSM_JAX_CACHE`` if set ("" or
+    "off" turns the cache off), else ``$XDG_CACHE_HOME/looped-ssm/jax`` (``~/.cache/looped-ssm/jax``):
+    outside the repository, so git never sees it."""
+    env = os.environ.get(CACHE_ENV)
+    if env is not None:
+        return None if env.strip().lower() in ("", "0", "off", "none") else Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "looped-ssm" / "jax"
+
+
+def enable_compilation_cache(path: str | Path | None = None) -> Path | None:
+    """Turn on JAX's persistent compilation cache (``compilation_cache_dir()`` unless ``path``), so a
+    configuration compiled once — by an earlier run, a resumed one, another grid worker — loads its
+    program from disk instead of compiling it again (``lib.bench train`` measures the saving). A cache
+    folder already set through JAX's own configuration is left as it is. Returns the folder in use."""
+    current = jax.config.jax_compilation_cache_dir
+    if current:
+        return Path(current)
+    folder = Path(path) if path is not None else compilation_cache_dir()
+    if folder is None:
+        return None
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)  # only programs worth keeping
+    return folder
+
+
+enable_compilation_cache()
+
 
 def default_mode(ssm: str, backend: str | None = None) -> str:
-    """The scan mode a run uses: LrcSSM's Newton (DEER) solve pays off only on accelerators — on CPU
-    it is 10–50× slower than its sequential scan (``lib.bench scan``) — so CPU runs of LrcSSM use
-    the sequential path; both compute the same function (``tests/test_lrcssm.py``)."""
+    """The scan mode a run uses, chosen per backend from measurements; both modes compute the same
+    function (``tests/test_ssm_linear.py``, ``tests/test_lrcssm.py``).
+
+    On a CPU every SSM runs its sequential scan (``lax.scan``): the associative scan does O(log T)
+    passes of extra work over the whole sequence that a CPU core has no parallel hardware to hide.
+    Measured with ``lib.bench`` (one core, H = P = 64, batch 32): one layer's forward + backward is
+    1.9–5.6× faster sequential at every length the grid uses (T′ = 36, 56, 100, 896;
+    ``data/bench/scan.json``), a whole training step 1.5–1.8× (LRU, S5, LinOSS-IM;
+    ``data/bench/train.json``, table ``mode``); LrcSSM's Newton (DEER) solve is 4–7× slower per
+    layer than its sequential scan, 2.7× per step. On accelerators the parallel scans are the ones
+    that fill the device, so they stay the default there."""
     backend = backend or jax.default_backend()
-    return "sequential" if ssm == "lrcssm" and backend == "cpu" else "parallel"
+    return "sequential" if backend == "cpu" else "parallel"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -313,6 +358,26 @@ class _Progress:
             setattr(self, k, np.asarray(meta[k], int))
 
 
+@jax.jit
+def _take_seed(tree, s):
+    """Seed ``s`` of every stacked leaf (``s`` traced: one compiled program for every seed)."""
+    return jax.tree.map(lambda a: a[s], tree)
+
+
+@jax.jit
+def _stack_trees(trees):
+    """The leaves of a list of equal trees stacked on a new leading axis."""
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+@functools.partial(jax.jit, static_argnums=(3,))
+def _block(X, s, i, size):
+    """``X[s, i:i + size]`` (``X[:, i:i + size]`` for ``s`` None), ``i`` traced."""
+    if s is None:
+        return jax.lax.dynamic_slice_in_dim(X, i, size, axis=1)
+    return jax.lax.dynamic_slice_in_dim(X[s], i, size, axis=0)
+
+
 @dataclasses.dataclass
 class SeedResult:
     """One seed's outcome; ``state`` is the model state at its best validation accuracy."""
@@ -407,6 +472,20 @@ class MultiSeedTrainer:
         return lambda *args: jax.lax.map(lambda a: fn(*a), args)
 
     def _compiled_chunk(self, args):
+        """The compiled chunk of train steps for stacked arguments ``(state, opt_state, X, Y, idx)``.
+
+        With ``seed_axis="map"`` the program is compiled for ONE seed and called once per seed (a
+        ``lax.map`` over seeds is that same loop inside the program): its shape does not depend on how
+        many seeds are still training, so seeds that stop never cause a recompile."""
+        if self.seed_axis == "map":
+            key = ("one seed",) + tuple(args[-1].shape[1:2])  # steps
+            if key not in self._chunk_fns:
+                one = jax.tree.map(lambda a: a[0], args)
+                fn = jax.jit(self._chunk, donate_argnums=(0, 1))
+                t0 = time.perf_counter()
+                self._chunk_fns[key] = fn.lower(*one).compile()
+                self.compile_s += time.perf_counter() - t0
+            return functools.partial(self._per_seed, self._chunk_fns[key])
         key = args[-1].shape[:2]  # (seeds in the program, steps)
         if key not in self._chunk_fns:
             fn = jax.jit(self._over_seeds(self._chunk), donate_argnums=(0, 1))
@@ -415,24 +494,37 @@ class MultiSeedTrainer:
             self.compile_s += time.perf_counter() - t0
         return self._chunk_fns[key]
 
-    def _predict(self, state, X):
-        model = nnx.merge(self.gd_eval, state)
-        B = self.cfg.eval_batch_size
-        n = X.shape[0]
-        n_pad = -n % B
-        Xp = jnp.concatenate([X, jnp.zeros((n_pad,) + X.shape[1:], X.dtype)]) if n_pad else X
-        preds = jax.lax.map(lambda xb: jnp.argmax(model(xb), -1), Xp.reshape((-1, B) + X.shape[1:]))
-        return preds.reshape(-1)[:n]
+    @staticmethod
+    def _per_seed(fn, *args):
+        """``fn`` (a one-seed program) on every seed of stacked ``args``; the outputs stacked again."""
+        return _stack_trees([fn(*_take_seed(args, s)) for s in range(args[-1].shape[0])])
 
-    def _accuracy(self, state, X, Y):
-        return jnp.mean(self._predict(state, X) == Y)
+    def _predict_block(self, state, xb):
+        """Predicted classes of one evaluation block ``(eval_batch_size, T, C)`` for one seed."""
+        return jnp.argmax(nnx.merge(self.gd_eval, state)(xb), -1)
 
     def accuracy(self, X, Y, n: int | None = None):
         """Accuracy of every seed's current state on stacked data ``(S, N, T, C)`` (the first ``n``
-        seeds of the program; default: the configuration's seeds, without padding)."""
+        seeds of the program; default: the configuration's seeds, without padding).
+
+        The data go through in blocks of ``eval_batch_size`` cases (the last one zero-padded), so one
+        compiled program serves the validation, test and training parts alike (evaluation-mode
+        norms use their running statistics: a case's prediction does not depend on its block)."""
         if self._eval_fn is None:
-            self._eval_fn = jax.jit(self._over_seeds(self._accuracy))
-        return np.asarray(self._eval_fn(self.state, X, Y))[: len(self.seeds) if n is None else n]
+            self._eval_fn = jax.jit(self._predict_block if self.seed_axis == "map" else
+                                    jax.vmap(self._predict_block))
+        B, N = self.cfg.eval_batch_size, X.shape[1]
+        n_pad = -N % B
+        Xp = jnp.concatenate([X, jnp.zeros(X.shape[:1] + (n_pad,) + X.shape[2:], X.dtype)], axis=1) if n_pad else X
+        starts = range(0, N + n_pad, B)
+        if self.seed_axis == "map":
+            preds = [np.concatenate([np.asarray(self._eval_fn(_take_seed(self.state, s), _block(Xp, s, i, B)))
+                                     for i in starts]) for s in range(X.shape[0])]
+        else:
+            preds = [np.asarray(self._eval_fn(self.state, _block(Xp, None, i, B))) for i in starts]
+            preds = list(np.concatenate(preds, axis=1))
+        acc = np.mean(np.stack(preds)[:, :N] == np.asarray(Y), axis=1)
+        return acc[: len(self.seeds) if n is None else n]
 
     # -- the loop ------------------------------------------------------------------------------
     def fit(self, splits, *, progress: bool | None = None, keep_state: bool = True, checkpoint=None,

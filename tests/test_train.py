@@ -341,3 +341,38 @@ def test_run_stopped_by_its_time_limit_goes_on_and_records_both_sittings(tmp_pat
     assert ref["test_acc"].tolist() == df["test_acc"].tolist() and ref["steps"].tolist() == df["steps"].tolist()
     assert main(argv + ["--stop-after-min", "-1"]) == 2
     assert "--stop-after-min must be > 0" in capsys.readouterr().err
+
+
+# -- issue 18: the compiled programs -------------------------------------------------------------------
+
+def test_default_mode_is_sequential_on_cpu():
+    from lib.ssm import SSM_NAMES
+    from lib.train import default_mode
+
+    assert all(default_mode(s, "cpu") == "sequential" for s in SSM_NAMES)
+    assert all(default_mode(s, "gpu") == "parallel" for s in SSM_NAMES)
+
+
+def test_one_program_however_many_seeds_are_left():
+    """On one CPU device the chunk is compiled for one seed and run per seed: seeds that stop at
+    different evaluations cause no recompile, and evaluation is one program for val, test and train."""
+    splits = [synthetic_split(s) for s in (21, 22, 23)]
+    cfg = TrainConfig(lr=3e-3, batch_size=16, max_steps=120, eval_every=10, patience=0)
+    results, tr = train_seeds(KW, splits, cfg, [21, 22, 23], progress=False)
+    assert tr.seed_axis == "map"
+    assert len({r.steps for r in results}) > 1  # the seeds stopped at different steps
+    assert len(tr._chunk_fns) == 1
+    assert tr._eval_fn._cache_size() == 1
+
+
+def test_compilation_cache_folder(monkeypatch, tmp_path):
+    from lib.train import CACHE_ENV, compilation_cache_dir
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "c"))
+    assert compilation_cache_dir() == tmp_path / "c"
+    for off in ("", "off", "0"):
+        monkeypatch.setenv(CACHE_ENV, off)
+        assert compilation_cache_dir() is None
+    monkeypatch.delenv(CACHE_ENV)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert compilation_cache_dir() == tmp_path / "looped-ssm" / "jax"
