@@ -41,6 +41,7 @@ from pathlib import Path
 
 from lib import results as R
 from lib.profiles import PROFILE_NAMES
+from lib.ssm import paper_ssms, ssm_spec
 from lib.run import REPO, RunSpec, check_writable, run, strip_flag
 
 
@@ -72,7 +73,8 @@ DATASETS = {
 #: The paper's six; those not in ``DATASETS`` cannot be obtained offline here (see the book).
 PAPER_DATASETS = ("EigenWorms", "EthanolConcentration", "Heartbeat", "MotorImagery", "SelfRegulationSCP1",
                   "SelfRegulationSCP2")
-MAIN_SSMS = ("lru", "s5", "linoss-im", "lrcssm")
+#: the main grid's SSMs: the paper's four (``lib.ssm.SSMSpec.paper``)
+MAIN_SSMS = paper_ssms()
 LR_GRID = (1e-4, 1e-3, 1e-2)
 WIDGET_LOOPS = (1, 2, 3, 4, 6, 8)
 WIDGET_CHUNKS = (1, 2, 4, 8, 16)
@@ -82,9 +84,10 @@ SMOKE = dict(depth=2, seeds=2, datasets=("UWaveGestureLibrary",))  # the widget 
 
 
 def depth_pairs(ssm: str, depth: int) -> list[tuple[int, int]]:
-    """(blocks, loops): standard, fully looped, and for s5/lru the intermediate k that divide depth."""
+    """(blocks, loops): standard, fully looped, and for the SSMs with ``SSMSpec.splits`` (s5, lru) the
+    intermediate k that divide depth."""
     pairs = [(depth, 1), (1, depth)]
-    if ssm in ("s5", "lru"):
+    if ssm_spec(ssm).splits:
         pairs += [(k, depth // k) for k in (2, 3) if depth % k == 0 and k < depth]
     return pairs
 
@@ -258,7 +261,7 @@ def budget_grid(profile: str = "budget", datasets=None, ssms=None, *, records=No
             continue
         for ssm in ssms or MAIN_SSMS:
             pairs = [(depth, 1), (1, depth)]
-            if bs.splits and ssm in ("s5", "lru") and profile != "smoke":
+            if bs.splits and ssm_spec(ssm).splits and profile != "smoke":
                 pairs += [(2, 3), (3, 2)]
             for b, l in pairs:
                 specs.append(_budget_spec(name, ssm, b, l, bs.reshape, chosen[name], profile=profile))

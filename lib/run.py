@@ -302,11 +302,11 @@ def load_state(path: str | Path):
 def parser() -> argparse.ArgumentParser:
     from lib.data import RAGGED_POLICIES
     from lib.profiles import PROFILE_NAMES
-    from lib.ssm import SSM_NAMES
+    from lib.ssm import SSMS
 
     p = argparse.ArgumentParser(prog="python -m lib.run", description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", required=True)
-    p.add_argument("--ssm", required=True, choices=SSM_NAMES)
+    p.add_argument("--ssm", required=True, choices=tuple(SSMS))  # the registry as it is now
     p.add_argument("--blocks", type=int, default=1, help="unique blocks k (default 1)")
     p.add_argument("--loops", type=int, default=6, help="times the k blocks are applied (default 6)")
     p.add_argument("--reshape", default="none", choices=("none", "concat", "rechunk"))
@@ -321,7 +321,7 @@ def parser() -> argparse.ArgumentParser:
                         "that fits a CPU, smoke = a pipeline check")
     p.add_argument("--hidden", type=int, default=None)
     p.add_argument("--state", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None, help="default: the SSM's rate in lib.train.DEFAULT_LR")
+    p.add_argument("--lr", type=float, default=None, help="default: the SSM's rate in the registry (lib.ssm.SSMS)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-steps", type=int, default=None)
     p.add_argument("--eval-every", type=int, default=None)
