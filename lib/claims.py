@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from lib import results as R
+from lib.ssm import paper_ssms
 
 #: C1's non-inferiority margin δ (points): looped may lose at most this much to standard
 DELTA = 1.0
@@ -119,13 +120,14 @@ def hierarchical_ci(groups, *, n: int = N_BOOT, seed: int = 0, level: float = LE
     return (float(lo), float(hi))
 
 
-def records(df: pd.DataFrame, profile: str) -> pd.DataFrame:
-    """The SSM records one profile's verdicts read: the paper protocol, ``TAGS``, the paper's SSMs,
-    one record per training (a pilot record and a main record of the same training count once)."""
+def records(df: pd.DataFrame, profile: str, ssms=None) -> pd.DataFrame:
+    """The SSM records one profile's verdicts read: the paper protocol, ``TAGS``, the SSMs ``ssms``
+    (default: the paper's, ``lib.ssm.paper_ssms()``), one record per training (a pilot record and a
+    main record of the same training count once)."""
     if df.empty:
         return df
     d = R.select(df, {"profile": profile, "protocol": "paper", "tag": list(TAGS)})
-    d = d[d["ssm"].isin(R.PAPER_SSMS)]
+    d = d[d["ssm"].isin(paper_ssms() if ssms is None else tuple(ssms))]
     if d.empty:
         return d
     d = R.with_key_columns(d)
@@ -207,12 +209,13 @@ def flag(a_mean: float, b_mean: float, chance: float) -> str:
     return ""
 
 
-def per_dataset(df: pd.DataFrame, profile: str, *, ssms=R.PAPER_SSMS, n_boot: int = N_BOOT,
+def per_dataset(df: pd.DataFrame, profile: str, *, ssms=None, n_boot: int = N_BOOT,
                 seed: int = 0) -> pd.DataFrame:
-    """One row per claim × SSM × data set (× C4 part): the mean paired difference over seeds, its
-    interval (bootstrap over seeds), both sides' mean accuracy, the inputs, the seed count and the
-    flag (ceiling / chance / "")."""
-    d = records(df, profile)
+    """One row per claim × SSM (default: the paper's, ``lib.ssm.paper_ssms()``) × data set (× C4
+    part): the mean paired difference over seeds, its interval (bootstrap over seeds), both sides'
+    mean accuracy, the inputs, the seed count and the flag (ceiling / chance / "")."""
+    ssms = paper_ssms() if ssms is None else tuple(ssms)
+    d = records(df, profile, ssms)
     rows = []
     for ssm in ssms:
         ds = d[d["ssm"] == ssm] if not d.empty else d
@@ -245,12 +248,14 @@ def _pool(rows: pd.DataFrame, pairs_by_set: dict, *, n_boot, seed):
     return mean, lo, hi
 
 
-def verdict_table(df: pd.DataFrame, profile: str, *, ssms=R.PAPER_SSMS, n_boot: int = N_BOOT,
+def verdict_table(df: pd.DataFrame, profile: str, *, ssms=None, n_boot: int = N_BOOT,
                   seed: int = 0) -> pd.DataFrame:
-    """One row per scope ("paper's sets", "all sets") × claim × SSM: the pooled effect (C4: the
-    compound gain G, with E beside it), its interval, the verdict (``RULES``), the data sets it
-    rests on and those flagged and left out (with why), and the seed count."""
-    d = records(df, profile)
+    """One row per scope ("paper's sets", "all sets") × claim × SSM (default: the paper's,
+    ``lib.ssm.paper_ssms()``): the pooled effect (C4: the compound gain G, with E beside it), its
+    interval, the verdict (``RULES``), the data sets it rests on and those flagged and left out (with
+    why), and the seed count."""
+    ssms = paper_ssms() if ssms is None else tuple(ssms)
+    d = records(df, profile, ssms)
     per = per_dataset(df, profile, ssms=ssms, n_boot=n_boot, seed=seed)
     out = []
     for scope, only_paper in (("paper's sets", True), ("all sets", False)):

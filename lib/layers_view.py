@@ -27,21 +27,23 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from lib.ssm import make_ssm
+from lib.ssm import LINOSS_MAX_STEP, SSMS, make_ssm  # noqa: F401  (LINOSS_MAX_STEP: the knob's cap)
 
-#: the knob each SSM exposes for its memory timescale (what ``timescale_layer`` sets)
-KNOBS = {
-    "lru": "ring r_min ≤ |λ| ≤ r_max",
-    "s5": "step Δ ∈ [dt_min, dt_max]",
-    "linoss-im": "step Δt (all oscillators)",
-    "linoss-imex": "step Δt (all oscillators)",
-    "lrcssm": "step Δt",
-}
-LINOSS_MAX_STEP = 0.95  # Δt = sigmoid(ŝ) < 1 in LinOSS, so the knob is capped here
+#: the knob each SSM exposes for its memory timescale (what ``timescale_layer`` sets), from the
+#: registry (``lib.ssm.SSMSpec.knob``; the functions below read the registry itself)
+KNOBS = {n: s.knob.label for n, s in SSMS.items() if s.knob is not None}
+
+
+def _knob(name: str):
+    spec = SSMS.get(name)
+    if spec is None or spec.knob is None:
+        raise ValueError(f"unknown ssm {name!r}; expected one of {[n for n, s in SSMS.items() if s.knob]}")
+    return spec.knob
 
 
 def timescale_knob(name: str, tau: float) -> dict:
-    """The option values that put SSM ``name``'s memory timescale at about ``tau`` steps.
+    """The option values that put SSM ``name``'s memory timescale at about ``tau`` steps
+    (``lib.ssm.SSMSpec.knob``).
 
     * LRU: |λ| uniform-ish on the ring [exp(−2/τ), exp(−1/(2τ))], i.e. timescales τ/2 .. 2τ.
     * S5: |Λ̄| = exp(Re Λ · Δ) = exp(−Δ/2) (HiPPO-N has Re Λ = −½), so Δ ∈ [1/τ, 4/τ] gives τ/2 .. 2τ.
@@ -52,29 +54,24 @@ def timescale_knob(name: str, tau: float) -> dict:
     """
     if not tau > 0:
         raise ValueError(f"tau must be positive, got {tau!r}")
-    if name == "lru":
-        return {"r_min": math.exp(-2.0 / tau), "r_max": math.exp(-0.5 / tau)}
-    if name == "s5":
-        return {"dt_min": 1.0 / tau, "dt_max": 4.0 / tau}
-    if name in ("linoss-im", "linoss-imex"):
-        return {"step": min(math.sqrt(2.0 * math.expm1(2.0 / tau)), LINOSS_MAX_STEP)}
-    if name == "lrcssm":
-        return {"step": 4.0 / tau}
-    raise ValueError(f"unknown ssm {name!r}; expected one of {list(KNOBS)}")
+    return _knob(name).options(tau)
 
 
 def timescale_layer(name: str, hidden: int, state: int, tau: float, *, seed: int = 0):
     """A freshly initialised layer of SSM ``name`` with memory timescale about ``tau`` (``timescale_knob``).
 
-    LinOSS has no constructor option for its step, so its ``step_hat`` parameter is overwritten with
-    logit(Δt) after initialisation; everything else is the layer's own init.
+    LinOSS has no constructor option for its step, so its ``step_hat`` parameter (the knob's
+    ``logit_param``) is overwritten with logit(Δt) after initialisation; everything else is the
+    layer's own init.
     """
     knob = timescale_knob(name, tau)
     rngs = nnx.Rngs(seed)
-    if name.startswith("linoss"):
+    param = _knob(name).logit_param
+    if param is not None:
         layer = make_ssm(name, hidden, state, rngs=rngs)
-        step = knob["step"]
-        layer.step_hat[...] = jnp.full_like(layer.step_hat[...], math.log(step / (1.0 - step)))
+        (step,) = knob.values()
+        p = getattr(layer, param)
+        p[...] = jnp.full_like(p[...], math.log(step / (1.0 - step)))
         return layer
     return make_ssm(name, hidden, state, rngs=rngs, **knob)
 

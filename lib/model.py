@@ -53,7 +53,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from lib.scan import MODES
-from lib.ssm import SSM_NAMES, make_ssm
+from lib.ssm import SSMS, make_ssm, ssm_spec
 
 
 def unrolled_threefry_on_cpu() -> bool:
@@ -74,8 +74,9 @@ def unrolled_threefry_on_cpu() -> bool:
 
 UNROLLED_THREEFRY = unrolled_threefry_on_cpu()
 
-#: dropout rate of the peers' block per SSM (Log-NCDE / LinOSS repositories; LrcSSM uses none)
-DROPOUT = {"lru": 0.1, "s5": 0.05, "linoss-im": 0.05, "linoss-imex": 0.05, "lrcssm": 0.0}
+#: dropout rate of the peers' block per SSM (Log-NCDE / LinOSS repositories; LrcSSM uses none), from
+#: the registry (``lib.ssm.SSMS``; the model reads the registry itself, so SSMs registered later count)
+DROPOUT = {n: s.dropout for n, s in SSMS.items()}
 NORMS = ("batch", "batch-shared", "layer", "none")
 
 
@@ -115,8 +116,7 @@ def _positive_int(name: str, value, minimum: int = 1) -> int:
 
 def validate_config(cfg: ModelConfig) -> ModelConfig:
     """Check every argument once, with an error that names it."""
-    if cfg.ssm not in SSM_NAMES:
-        raise ValueError(f"ssm must be one of {list(SSM_NAMES)}, got {cfg.ssm!r}")
+    ssm_spec(cfg.ssm)  # ValueError naming the registered SSMs
     for name in ("blocks", "loops", "hidden", "state", "in_features"):
         _positive_int(name, getattr(cfg, name))
     _positive_int("num_classes", cfg.num_classes, 2)
@@ -187,7 +187,7 @@ class SSMBlock(nnx.Module):
         self.ssm = make_ssm(cfg.ssm, H, cfg.state, rngs=rngs, **dict(cfg.ssm_options))
         self.W1 = nnx.Linear(H, H, rngs=rngs)  # GLU(x) = W1 x ⊙ σ(W2 x)
         self.W2 = nnx.Linear(H, H, rngs=rngs)
-        rate = DROPOUT[cfg.ssm] if cfg.dropout is None else cfg.dropout
+        rate = ssm_spec(cfg.ssm).dropout if cfg.dropout is None else cfg.dropout
         self.dropout = nnx.Dropout(rate, rngs=rngs)
         self.mode = cfg.mode
 
@@ -211,7 +211,7 @@ class LrcBlock(nnx.Module):
         self.ssm = make_ssm(cfg.ssm, H, cfg.state, rngs=rngs, **dict(cfg.ssm_options))
         self.norm2 = _norm(kind, H, cfg.loops, rngs)
         self.mlp = MLP(H, H, H, rngs=rngs)
-        self.dropout = nnx.Dropout(DROPOUT["lrcssm"] if cfg.dropout is None else cfg.dropout, rngs=rngs)
+        self.dropout = nnx.Dropout(ssm_spec(cfg.ssm).dropout if cfg.dropout is None else cfg.dropout, rngs=rngs)
         self.mode = cfg.mode
 
     def __call__(self, h, cycle: int = 0):
@@ -247,7 +247,7 @@ class LoopedClassifier(nnx.Module):
         self.config = cfg
         rngs = nnx.Rngs(params=cfg.seed, dropout=cfg.seed)
         H = cfg.hidden
-        lrc = cfg.ssm == "lrcssm"
+        lrc = ssm_spec(cfg.ssm).block == "lrc"
         self.encoder = MLP(cfg.in_features, H, H, rngs=rngs) if lrc else nnx.Linear(cfg.in_features, H, rngs=rngs)
         block = LrcBlock if lrc else SSMBlock
         self.blocks = nnx.List([block(cfg, rngs=rngs) for _ in range(cfg.blocks)])
@@ -309,7 +309,7 @@ class LoopedClassifier(nnx.Module):
 
     def readout(self, h):
         """The head: mean over time, then linear (LrcSSM: per-timestep MLP, then mean over time)."""
-        if self.config.ssm == "lrcssm":
+        if ssm_spec(self.config.ssm).block == "lrc":
             return self.head(h).mean(axis=-2)
         return self.head(h.mean(axis=-2))
 
@@ -328,7 +328,7 @@ def build_model(ssm: str, blocks: int, loops: int, hidden: int, state: int, in_f
                 input_injection: bool = False, mode: str = "parallel", **ssm_options) -> LoopedClassifier:
     """Build a looped (``blocks`` < depth) or standard (``loops == 1``) SSM classifier.
 
-    ``ssm`` is one of ``lib.ssm.SSM_NAMES``; extra keyword arguments go to the SSM layer (e.g.
+    ``ssm`` is a name in the registry ``lib.ssm.SSMS``; extra keyword arguments go to the SSM layer (e.g.
     ``ssm_blocks=4`` for S5's block-diagonal init, ``r_min=0.9`` for LRU). ``norm`` defaults to the
     peers' choice (batch norm for LRU/S5/LinOSS, layer norm for LrcSSM).
     """

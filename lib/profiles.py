@@ -14,13 +14,17 @@
 """
 from __future__ import annotations
 
+from lib.ssm import SSMS, ssm_spec
+
 PROFILES = {
     "full": dict(max_steps=30_000, eval_every=1000, patience=10, hidden=64, state=64),
     "budget": dict(max_steps=3_000, eval_every=250, patience=4, hidden=64, state=64),
     "smoke": dict(max_steps=300, eval_every=50, patience=3, hidden=16, state=16),
 }
-#: per-SSM step caps that replace a profile's ``max_steps`` (the SSMs trained at 1e-4 get twice the steps)
-MAX_STEPS_BY_SSM = {"budget": {"linoss-im": 6_000, "linoss-imex": 6_000, "lrcssm": 6_000}}
+#: per-SSM step caps that replace a profile's ``max_steps`` (the SSMs trained at 1e-4 get twice the
+#: steps), from the registry's ``SSMSpec.max_steps`` (``max_steps`` reads the registry itself)
+MAX_STEPS_BY_SSM = {p: {n: s.max_steps[p] for n, s in SSMS.items() if p in s.max_steps} for p in PROFILES}
+MAX_STEPS_BY_SSM = {p: caps for p, caps in MAX_STEPS_BY_SSM.items() if caps}
 #: the profile names, in the order pages list them
 PROFILE_NAMES = tuple(PROFILES)
 #: the profiles whose numbers are results (smoke runs are pipeline checks)
@@ -35,4 +39,4 @@ def check_profile(name: str) -> str:
 
 def max_steps(profile: str, ssm: str) -> int:
     """The step cap of ``profile`` for ``ssm``."""
-    return MAX_STEPS_BY_SSM.get(check_profile(profile), {}).get(ssm, PROFILES[profile]["max_steps"])
+    return ssm_spec(ssm).max_steps.get(check_profile(profile), PROFILES[profile]["max_steps"])

@@ -58,12 +58,14 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from lib.model import build_model, count_params
+from lib.ssm import SSMS, ssm_spec
 
 #: one learning rate per SSM, used for looped and standard models alike (the paper's regime);
 #: lru/s5 follow the Log-NCDE choices for SCP1/Motor (1e-3), LinOSS and LrcSSM their papers' 1e-4.
-DEFAULT_LR = {"lru": 1e-3, "s5": 1e-3, "linoss-im": 1e-4, "linoss-imex": 1e-4, "lrcssm": 1e-4}
-#: LrcSSM's repository clips the global gradient norm at 1; the others do not clip.
-DEFAULT_CLIP = {"lrcssm": 1.0}
+#: Derived from the registry ``lib.ssm.SSMS`` (``train_config`` reads the registry itself).
+DEFAULT_LR = {n: s.lr for n, s in SSMS.items()}
+#: LrcSSM's repository clips the global gradient norm at 1; the others do not clip (registry-derived).
+DEFAULT_CLIP = {n: s.clip for n, s in SSMS.items() if s.clip is not None}
 
 #: environment variable naming JAX's persistent compilation cache folder ("" or "off": no cache)
 CACHE_ENV = "LOOPED_SSM_JAX_CACHE"
@@ -111,8 +113,7 @@ def default_mode(ssm: str, backend: str | None = None) -> str:
     ``data/bench/train.json``, table ``mode``); LrcSSM's Newton (DEER) solve is 4–7× slower per
     layer than its sequential scan, 2.7× per step. On accelerators the parallel scans are the ones
     that fill the device, so they stay the default there."""
-    backend = backend or jax.default_backend()
-    return "sequential" if backend == "cpu" else "parallel"
+    return ssm_spec(ssm).mode(backend or jax.default_backend())  # the registry's ``modes``
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,7 +150,8 @@ def train_config(ssm: str, profile: str = "full", **overrides) -> TrainConfig:
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {list(PROFILES)}, got {profile!r}")
     p = {k: v for k, v in PROFILES[profile].items() if k in {f.name for f in dataclasses.fields(TrainConfig)}}
-    p.update(lr=DEFAULT_LR.get(ssm, 1e-3), grad_clip=DEFAULT_CLIP.get(ssm), max_steps=_profile_max_steps(profile, ssm))
+    spec = ssm_spec(ssm)
+    p.update(lr=spec.lr, grad_clip=spec.clip, max_steps=_profile_max_steps(profile, ssm))
     p.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig(**p)
 
