@@ -21,8 +21,8 @@ _LAZY = {
     "SSM_NAMES": "lib.ssm",
     "make_ssm": "lib.ssm",
 }
-_SUBMODULES = {"reshape", "scan", "ssm", "model", "data", "train", "results", "run", "grid", "baseline", "viz",
-               "theory", "looping", "book", "bench"}
+_SUBMODULES = {"reshape", "scan", "ssm", "model", "datasets", "data", "train", "results", "run", "grid", "launch",
+               "baseline", "viz", "theory", "looping", "book", "bench"}
 
 __all__ = sorted(_LAZY) + sorted(_SUBMODULES)
 

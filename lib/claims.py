@@ -236,7 +236,7 @@ def per_dataset(df: pd.DataFrame, profile: str, *, ssms=None, n_boot: int = N_BO
 
 
 def _paper_sets() -> tuple:
-    from lib.grid import PAPER_DATASETS
+    from lib.datasets import PAPER_DATASETS
 
     return PAPER_DATASETS
 

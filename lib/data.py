@@ -56,13 +56,14 @@ Preparation (``prepare``)
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
+from lib.datasets import (  # noqa: F401  (one home: lib.datasets; re-exported here)
+    _HOW_TO_POINT, ENV_DATA_DIR, ENV_UEA_DIR, _names_in, _ts_pair, available_datasets, check_name, data_folders)
 from lib.reshape import reshape_input
 
 __all__ = [
@@ -74,15 +75,6 @@ __all__ = [
 PAPER_SEEDS = (2345, 3456, 4567, 5678, 6789)
 PROTOCOLS = ("paper", "archive")
 RAGGED_POLICIES = ("error", "pad", "truncate")
-ENV_UEA_DIR = "LOOPED_SSM_UEA_DIR"
-ENV_DATA_DIR = "LOOPED_SSM_DATA_DIR"
-
-_REPO_ROOT = Path(__file__).resolve().parents[1]
-_HOW_TO_POINT = (
-    f"pass folder=... or set {ENV_UEA_DIR} to a folder holding the UEA archive's "
-    f"NAME_TRAIN.ts/NAME_TEST.ts files (as unpacked from Multivariate2018_ts.zip), or "
-    f"{ENV_DATA_DIR} to a folder of NAME.npz files (format: shared/data/uea/MANIFEST.md)"
-)
 
 
 # --------------------------------------------------------------------------------------------
@@ -170,81 +162,8 @@ class Split:
 
 
 # --------------------------------------------------------------------------------------------
-# finding files
-# --------------------------------------------------------------------------------------------
-def data_folders(folder=None) -> list:
-    """The folders ``load_uea`` searches, in order (only existing ones, except an explicit one).
-
-    An environment variable (``LOOPED_SSM_UEA_DIR``, ``LOOPED_SSM_DATA_DIR``) set to something that is
-    not a folder is a ``FileNotFoundError``: a typo there would otherwise fall back to other data."""
-    if folder is not None:
-        return [Path(folder)]
-    candidates = []
-    for var in (ENV_UEA_DIR, ENV_DATA_DIR):
-        if os.environ.get(var):
-            if not Path(os.environ[var]).is_dir():
-                raise FileNotFoundError(f"${var} is set to {os.environ[var]}, which is not a folder; "
-                                        f"point it at the data or unset it")
-            candidates.append(Path(os.environ[var]))
-    for base in (_REPO_ROOT, *_REPO_ROOT.parents):
-        candidates.append(base / "shared" / "data" / "uea")
-    seen, out = set(), []
-    for c in candidates:
-        key = str(c.resolve()) if c.exists() else str(c)
-        if c.is_dir() and key not in seen:
-            seen.add(key)
-            out.append(c)
-    return out
-
-
-def _ts_pair(folder: Path, name: str):
-    """``(train, test)`` paths of a ``.ts`` pair in ``folder`` or ``folder/name``; None if absent.
-
-    Raises FileNotFoundError when exactly one of the two files is there.
-    """
-    for d in (folder, folder / name):
-        train, test = d / f"{name}_TRAIN.ts", d / f"{name}_TEST.ts"
-        if train.is_file() and test.is_file():
-            return train, test
-        if train.is_file() or test.is_file():
-            have, missing = (train, test) if train.is_file() else (test, train)
-            raise FileNotFoundError(f"{name}: found {have} but not {missing}; both files are needed")
-    return None
-
-
-def _names_in(folder: Path) -> set:
-    names = {p.stem for p in folder.glob("*.npz")}
-    for p in list(folder.glob("*_TRAIN.ts")) + list(folder.glob("*/*_TRAIN.ts")):
-        name = p.name[: -len("_TRAIN.ts")]
-        if (p.parent / f"{name}_TEST.ts").is_file():
-            names.add(name)
-    return names
-
-
-def available_datasets(folder=None) -> list:
-    """Names of the data sets ``load_uea`` can read from ``folder`` (or from all default folders)."""
-    if folder is not None and not Path(folder).is_dir():
-        raise FileNotFoundError(f"data folder {folder} does not exist")
-    names = set()
-    for f in data_folders(folder):
-        names |= _names_in(f)
-    return sorted(names)
-
-
-# --------------------------------------------------------------------------------------------
 # loading
 # --------------------------------------------------------------------------------------------
-def check_name(name) -> str:
-    """``name`` if it is a data set name: a non-empty string without a path separator or ``..`` (it
-    becomes part of file names in the data and checkpoint folders); ValueError otherwise."""
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"data set name must be a non-empty string, got {name!r}")
-    if "/" in name or "\\" in name or os.sep in name or ".." in name or name.startswith(".") or "\0" in name:
-        raise ValueError(f"data set name must be a plain name such as BasicMotions (no path separator, "
-                         f"no '..', no leading dot), got {name!r}")
-    return name
-
-
 def load_uea(name: str, *, folder=None, ragged: str = "error") -> UEAData:
     """Load a UEA data set's published train/test split (see the module docstring for the rules).
 

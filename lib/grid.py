@@ -1,7 +1,8 @@
 """The experiment grids of the book, and the command that runs them (resumably).
 
     python -m lib.grid --profile smoke|full [--grid main|widget|lr] [--datasets ...] [--ssms ...]
-                       [--out FILE] [--workers N] [--shard I/N] [--budget-min M] [--dry-run]
+                       [--out FILE] [--workers N] [--address ADDR] [--launcher ray|local]
+                       [--shard I/N] [--budget-min M] [--dry-run]
 
 ``main``  — the reproduction table: standard (blocks 6 × loops 1) vs looped (1 × 6) for every SSM,
             plus 2 × 3 and 3 × 2 for s5 and lru; no reshaping vs the data set's reshaping with the
@@ -21,58 +22,31 @@ The ``smoke`` profile shrinks every grid (depth 2, H = P = 16, two seeds, a few 
 short sets) so it finishes in minutes on a 2-core CPU; its numbers are pipeline checks, not results.
 Records already in the output file are skipped, so an interrupted grid resumes where it stopped.
 
-Running it in slices (a GPU lent for a limited time, several processes on one accelerator):
-``--shard I/N`` runs every N-th configuration starting at the I-th (0-based), ``--workers N``
-starts N such shards as subprocesses that share the output file (writes are locked, see
-``lib.results``) and the accelerator (each gets ``XLA_PYTHON_CLIENT_MEM_FRACTION`` = 0.9 / N, no
-preallocation) and stop with it (killed, or passed its Ctrl-C or SIGTERM), and ``--budget-min M``
-stops after M minutes: the configuration in progress is checkpointed at its last evaluation
-(``lib.run``), and rerunning the same command goes on from there.
+Where it runs (``lib.launch``): by default each configuration is a task on a local Ray instance
+(one CPU core each, or one GPU where there are GPUs; ``--workers N`` caps how many run at once);
+``--address`` (or ``$RAY_ADDRESS``) sends the tasks to an existing Ray cluster; ``--launcher local``
+runs them one after another in this process. Either way this process alone writes the records, a
+configuration keeps its progress in a checkpoint, and rerunning the same command goes on where it
+stopped. ``--shard I/N`` runs every N-th configuration starting at the I-th (0-based: one slice per
+machine without a cluster, merged afterwards with ``lib.results merge``), and ``--budget-min M``
+stops after M minutes: the configurations in progress are checkpointed at their last evaluation.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 from lib import results as R
 from lib.profiles import PROFILE_NAMES
+from lib.datasets import DATASETS, PAPER_DATASETS, DataSpec  # noqa: F401  (one home: lib.datasets)
 from lib.ssm import paper_ssms, ssm_spec
-from lib.run import REPO, RunSpec, check_writable, run, strip_flag
+from lib.run import REPO, RunSpec, check_writable, run, strip_flag  # noqa: F401  (strip_flag: re-exported)
 
 
-@dataclasses.dataclass(frozen=True)
-class DataSpec:
-    """How a data set is reshaped in the grid: ``kind`` low → timestep concatenation, high → rechunk."""
-
-    name: str
-    kind: str  # "low" | "high"
-    chunks: tuple  # candidate chunk sizes (concat: timesteps; rechunk: values per row)
-    paper: bool  # one of the Looped SSMs paper's six benchmarks
-    channels: int  # C of the published data (for rechunk sizes in timestep units)
-
-    @property
-    def reshape(self) -> str:
-        return "concat" if self.kind == "low" else "rechunk"
-
-
-#: The main table's data sets. Chunks divide T (concat) or T·C (rechunk) so no padding is needed.
-DATASETS = {
-    "SelfRegulationSCP1": DataSpec("SelfRegulationSCP1", "low", (2, 4, 8, 16), True, 6),       # T 896, C 6
-    "MotorImagery": DataSpec("MotorImagery", "high", (16, 32, 64, 128), True, 64),              # T 3000, C 64
-    "SelfRegulationSCP2": DataSpec("SelfRegulationSCP2", "low", (2, 4, 8, 16), True, 7),       # T 1152, C 7
-    "NATOPS": DataSpec("NATOPS", "high", (8, 12, 36, 72), False, 24),                           # T 51, C 24
-    "FingerMovements": DataSpec("FingerMovements", "high", (20, 56, 100), False, 28),            # T 50, C 28
-    "UWaveGestureLibrary": DataSpec("UWaveGestureLibrary", "low", (3, 5, 9, 15), False, 3),    # T 315, C 3
-    "Handwriting": DataSpec("Handwriting", "low", (2, 4, 8), False, 3),                         # T 152, C 3
-}
-#: The paper's six; those not in ``DATASETS`` cannot be obtained offline here (see the book).
-PAPER_DATASETS = ("EigenWorms", "EthanolConcentration", "Heartbeat", "MotorImagery", "SelfRegulationSCP1",
-                  "SelfRegulationSCP2")
 #: the main grid's SSMs: the paper's four (``lib.ssm.SSMSpec.paper``)
 MAIN_SSMS = paper_ssms()
 LR_GRID = (1e-4, 1e-3, 1e-2)
@@ -622,93 +596,9 @@ def parse_shard(text: str) -> tuple[int, int]:
     return i, n
 
 
-#: set in a worker's environment: the pid of the ``--workers`` process that started it
-PARENT_ENV = "LOOPED_SSM_GRID_PARENT"
-
-
-def _watch_parent(parent: int, every_s: float = 1.0) -> None:
-    """In a worker: stop (SIGTERM to itself) once the process that started it is gone. A thread that
-    polls the parent pid; on Linux ``prctl(PR_SET_PDEATHSIG)`` (``_spawn_workers``) acts at once."""
-    import signal
-    import threading
-
-    def watch():
-        while os.getppid() == parent:
-            time.sleep(every_s)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    threading.Thread(target=watch, name="watch-parent", daemon=True).start()
-
-
-def _spawn_workers(argv: list, n: int, grace_s: float = 5.0) -> int:
-    """Run ``n`` shards of the same command as subprocesses; the worst exit status wins.
-
-    The workers stop with this process: each asks Linux for a SIGTERM when its parent dies
-    (``prctl(PR_SET_PDEATHSIG)``, set between fork and exec) and also polls its parent's pid
-    (``_watch_parent``), so a killed parent leaves no worker writing. Each worker has its own process
-    group; a SIGINT (Ctrl-C) or SIGTERM this process receives is passed on to every worker, which
-    stops at once (the checkpoints hold the last evaluation; a worker that has not stopped
-    ``grace_s`` after a SIGINT, one whose interrupt Python dropped in a callback, gets a SIGTERM),
-    and then it returns 130 or 143."""
-    import signal
-
-    parent = os.getpid()
-    try:
-        import ctypes
-
-        prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here, not in the forked child
-    except (OSError, AttributeError):  # not Linux: the poll thread alone
-        prctl = None
-
-    def in_child():  # between fork and exec: no imports, no locks
-        signal.signal(signal.SIGINT, signal.SIG_DFL)  # an inherited "ignore" would make Ctrl-C do nothing
-        if prctl is not None:
-            prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os._exit(143)
-
-    procs, got = [], []
-
-    def forward(signum, frame):
-        got.append((signum, time.monotonic()))
-        for p in procs:
-            if p.poll() is None:
-                try:
-                    p.send_signal(signum)
-                except ProcessLookupError:
-                    pass
-
-    old = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        for i in range(n):
-            if got:
-                break
-            env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false",
-                       XLA_PYTHON_CLIENT_MEM_FRACTION=f"{0.9 / n:.3f}", **{PARENT_ENV: str(parent)})
-            procs.append(subprocess.Popen([sys.executable, "-m", "lib.grid", *argv, "--shard", f"{i}/{n}",
-                                           "--workers", "1"], env=env, preexec_fn=in_child, process_group=0))
-        codes = []
-        for p in procs:
-            while True:
-                try:
-                    codes.append(p.wait(timeout=0.5))
-                    break
-                except subprocess.TimeoutExpired:
-                    if got and time.monotonic() - got[0][1] > grace_s:
-                        p.terminate()
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
-    if got:
-        from lib.run import INTERRUPTED
-
-        print(f"workers stopped (exit status {codes}); {INTERRUPTED}", flush=True)
-        return 130 if got[0][0] == signal.SIGINT else 143
-    print(f"workers finished with exit status {codes}", flush=True)
-    return max(codes)
-
-
 def main(argv=None) -> int:
+    from lib.launch import LAUNCHERS
+
     p = argparse.ArgumentParser(prog="python -m lib.grid", description=__doc__.split("\n\n")[0])
     p.add_argument("--grid", default="main", choices=tuple(GRIDS))
     p.add_argument("--profile", default="smoke", choices=PROFILE_NAMES)
@@ -720,20 +610,30 @@ def main(argv=None) -> int:
                    help="save the first seed's trained model state of every one-block model "
                         "(default data/params for the widget grid, and for the main grid, which "
                         "saves only the widget grid's models it trains)")
-    p.add_argument("--workers", type=int, default=1,
-                   help="run N shards as parallel subprocesses sharing the output file (and the GPU)")
+    p.add_argument("--launcher", default="ray", choices=LAUNCHERS,
+                   help="ray (default): one Ray task per configuration; local: one after another in this process")
+    p.add_argument("--workers", type=int, default=None,
+                   help="Ray: at most N configurations at once (default: every CPU core, or every GPU)")
+    p.add_argument("--address", default=None,
+                   help="Ray: the address of an existing cluster (default $RAY_ADDRESS, else a local instance)")
+    p.add_argument("--per-gpu", type=int, default=1, metavar="K",
+                   help="Ray on GPUs: K configurations share one GPU (each gets 0.9/K of its memory)")
     p.add_argument("--shard", default=None, metavar="I/N", help="run every N-th configuration from the I-th")
     p.add_argument("--budget-min", type=float, default=None, metavar="M",
-                   help="stop after M minutes: the configuration in progress is checkpointed at its last "
+                   help="stop after M minutes: the configurations in progress are checkpointed at their last "
                         "evaluation (rerun the same command to go on)")
     p.add_argument("--dry-run", action="store_true", help="list the configurations and exit")
     argv = list(sys.argv[1:] if argv is None else argv)
     a = p.parse_args(argv)
-    if a.workers < 1:
-        print(f"error: --workers must be >= 1, got {a.workers}", file=sys.stderr)
-        return 2
+    for flag, value in (("--workers", a.workers), ("--per-gpu", a.per_gpu)):
+        if value is not None and value < 1:
+            print(f"error: {flag} must be >= 1, got {value}", file=sys.stderr)
+            return 2
     if a.budget_min is not None and not a.budget_min > 0:
         print(f"error: --budget-min must be > 0, got {a.budget_min}", file=sys.stderr)
+        return 2
+    if a.launcher == "local" and (a.address or a.workers not in (None, 1)):
+        print("error: --address and --workers N > 1 need --launcher ray", file=sys.stderr)
         return 2
     try:
         shard = parse_shard(a.shard) if a.shard else (0, 1)
@@ -759,20 +659,11 @@ def main(argv=None) -> int:
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if os.environ.get(PARENT_ENV, "").isdigit() and a.shard:  # a worker of --workers N: stop with it
-        _watch_parent(int(os.environ[PARENT_ENV]))
-    skipped = sorted({s.dataset for s in specs} - have)
+    for name in sorted({s.dataset for s in specs} - have):
+        print(f"not run: {name} — data not available here (point LOOPED_SSM_UEA_DIR at the UEA archive)")
     specs = [s for s in specs if s.dataset in have]
-    if a.workers > 1 and not a.dry_run:
-        for name in skipped:
-            print(f"not run: {name} — data not available here (point LOOPED_SSM_UEA_DIR at the UEA archive)")
-        print(f"{len(specs)} configurations x seeds -> {out}, in {a.workers} workers", flush=True)
-        return _spawn_workers(strip_flag(strip_flag(argv, "--workers"), "--shard"), a.workers)
     if shard != (0, 1):
         specs = specs[shard[0]::shard[1]]
-    else:
-        for name in skipped:
-            print(f"not run: {name} — data not available here (point LOOPED_SSM_UEA_DIR at the UEA archive)")
     where = f" (shard {shard[0]}/{shard[1]})" if shard != (0, 1) else ""
     print(f"{len(specs)} configurations x seeds -> {out}{where}", flush=True)
     if a.grid == "budget":
@@ -781,54 +672,9 @@ def main(argv=None) -> int:
         for s in specs:
             print("  " + s.command(out))
         return 0
-    import zipfile
+    from lib.launch import run_local, run_ray
 
-    from lib.run import INTERRUPTED, cli_message
-    from lib.train import Interrupted  # jax: only once something trains (not for --dry-run or bad arguments)
-
-    t0 = time.perf_counter()
-    deadline = None if a.budget_min is None else time.time() + 60 * a.budget_min
-    widget_models = ({R.training_key(s.training_fields(s.seeds[0])) for s in widget_grid(a.profile)}
-                     if a.grid == "main" else set())
-    trained = frozenset()
-    if a.grid != "main":  # its main-grid configurations are read from the main grid's records
-        main_files = {REPO / "data" / "results" / f"main-{a.profile}.jsonl", Path(default_out("main", a.profile)).resolve()}
-        trained = frozenset(main_trainings(R.iter_records(sorted(main_files), validate=False)))
-
-    def budget_reached(i: int, what: str = "") -> int:
-        left = len(R.missing([s.key_fields(x) for s in specs[i - 1:] for x in s.seeds], out))
-        print(f"budget of {a.budget_min:g} min reached{where} after {time.perf_counter() - t0:.0f}s: {what}"
-              f"{left} runs left; rerun the same command to go on", flush=True)
-        return 0
-
-    ran = set()
-    for i, spec in enumerate(_planned(specs, a, out, shard, ran), 1):
-        if deadline is not None and time.time() >= deadline:
-            return budget_reached(i)
-        save = a.save_params
-        if save is None and a.grid in ("widget", "main"):
-            save = "data/params"
-        if a.grid == "main" and R.training_key(spec.training_fields(spec.seeds[0])) not in widget_models:
-            save = None  # the main grid keeps only the models the widget grid reads from it
-        try:
-            recs = run(spec, out, save_params=save if (spec.blocks == 1 and save) else None,
-                       command=grid_command(a.grid, a.profile, a.out), deadline=deadline, trained=trained)
-        except (ValueError, OSError, IndexError, KeyError, zipfile.BadZipFile) as e:
-            print(f"error in {spec.command(out)}: {cli_message(e)}", file=sys.stderr)
-            return 2
-        except KeyboardInterrupt:  # the checkpoint holds the last evaluation; records are written whole
-            print(INTERRUPTED, file=sys.stderr)
-            return 130
-        except Interrupted as e:
-            return budget_reached(i, f"{spec.dataset} {spec.ssm} {spec.blocks}x{spec.loops} "
-                                     f"{spec.reshape}/{spec.chunk} {e}; ")
-        shared = all(R.training_key(spec.training_fields(x)) in trained for x in spec.seeds)
-        status = (" ".join(f"{r['test_acc'] * 100:.1f}" for r in recs) if recs else
-                  "skipped (the main grid's records hold this training)" if shared else "skipped (recorded)")
-        print(f"[{i}/{len(specs)}{where} {time.perf_counter() - t0:.0f}s] {spec.dataset} {spec.ssm} "
-              f"{spec.blocks}x{spec.loops} {spec.reshape}/{spec.chunk} lr={spec.train_config().lr:g}: {status}",
-              flush=True)
-    return 0
+    return (run_local if a.launcher == "local" else run_ray)(specs, a, out, shard, where)
 
 
 if __name__ == "__main__":

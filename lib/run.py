@@ -184,7 +184,8 @@ def check_writable(path: str | Path, what: str = "the output") -> Path:
 
 def run(spec: RunSpec, out: str | Path | None = None, *, data_folder=None, save_params: str | Path | None = None,
         progress=None, command: str | None = None, checkpoint: str | Path | bool | None = True,
-        deadline: float | None = None, trained: set | frozenset = frozenset()) -> list[dict]:
+        deadline: float | None = None, trained: set | frozenset = frozenset(),
+        keep_checkpoint: bool = False) -> list[dict]:
     """Train ``spec`` on every seed not yet in ``out`` (all in one program) and append their records.
 
     ``checkpoint``: True (default) keeps progress in ``checkpoint_path(spec)``, a path puts it
@@ -192,6 +193,8 @@ def run(spec: RunSpec, out: str | Path | None = None, *, data_folder=None, save_
     before it and raise ``lib.train.Interrupted`` (the checkpoint holds the progress).
     ``trained``: ``lib.results.training_key`` s recorded elsewhere (another grid's records of the
     same training, see ``lib.grid.records_for``); those seeds are not trained again.
+    ``keep_checkpoint``: leave the finished configuration's checkpoint for the caller to remove once
+    it has stored the records (``lib.launch``: a Ray task returns them to the driver, which writes).
     Returns the new records (an empty list when every seed was already recorded)."""
     from lib import results as Rs
     from lib.train import default_mode, device_name, train_seeds
@@ -245,7 +248,7 @@ def run(spec: RunSpec, out: str | Path | None = None, *, data_folder=None, save_
             save_state(Path(save_params), rec, trainer, r.state, model_kwargs)
     if out is not None:
         Rs.append_records(out, records)
-    if ckpt is not None:
+    if ckpt is not None and not keep_checkpoint:
         ckpt.unlink(missing_ok=True)
     return records
 

@@ -1,4 +1,4 @@
-"""The grid command line: slices (--shard), parallel workers, a time budget, resuming, merging."""
+"""The grid command line: slices (--shard), Ray workers, a time budget, resuming, merging."""
 import json
 import os
 import subprocess
@@ -45,6 +45,8 @@ def test_shards_partition_the_grid(tmp_path):
     (["--shard", "3/3"], "0 <= I < N"),
     (["--shard", "a/b"], "I/N"),
     (["--workers", "0"], "--workers must be >= 1"),
+    (["--per-gpu", "0"], "--per-gpu must be >= 1"),
+    (["--launcher", "local", "--workers", "2"], "need --launcher ray"),
     (["--budget-min", "0"], "--budget-min must be > 0"),
     (["--datasets", "NoSuchSet"], "unknown data set"),
 ])
@@ -66,8 +68,8 @@ def test_strip_removes_a_flag_and_its_value():
 @pytest.mark.slow
 @pytest.mark.skipif(not _have("UWaveGestureLibrary"), reason="UWaveGestureLibrary not in the shared data")
 def test_workers_with_a_budget_stop_early_then_resume_without_duplicates(tmp_path, monkeypatch):
-    """Past the budget each worker checkpoints its configuration at its first evaluation and writes
-    no record; the same command then goes on from the checkpoints and completes the grid."""
+    """Past the budget each Ray task checkpoints its configuration at its first evaluation and
+    returns no record; the same command then goes on from the checkpoints and completes the grid."""
     ckpt = tmp_path / "ckpt"
     monkeypatch.setenv("LOOPED_SSM_CKPT_DIR", str(ckpt))
     out = tmp_path / "g.jsonl"
@@ -76,8 +78,9 @@ def test_workers_with_a_budget_stop_early_then_resume_without_duplicates(tmp_pat
     assert n_configs == 4
     first = _cli(*base, "--budget-min", "0.001")
     assert first.returncode == 0, first.stderr[-2000:]
-    assert first.stdout.count("budget of 0.001 min reached") == 2
-    assert first.stdout.count("rerun the same command to go on") == 2
+    assert first.stdout.count("budget of 0.001 min reached") == 1
+    assert first.stdout.count("stopped at step") == 2, first.stdout  # the two configurations in progress
+    assert first.stdout.count("rerun the same command to go on") == 1
     assert not out.exists()  # nothing partial in the records
     assert len(list(ckpt.glob("*.npz"))) == 2  # one configuration in progress per worker
     second = _cli(*base)

@@ -1,11 +1,9 @@
 """Nothing wrong gets in, nothing right gets lost (issue 19, items 4-10): output paths checked before
-training, read-only results files, corrupt checkpoints, merge conflicts, grid workers that stop with
-their parent, one clear ``error:`` line instead of a traceback, Ctrl-C, and the smaller argument checks."""
+training, read-only results files, corrupt checkpoints, merge conflicts (grid workers that stop with
+their parent: tests/test_launch.py), one clear ``error:`` line instead of a traceback, Ctrl-C, and the smaller argument checks."""
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -211,63 +209,7 @@ def test_merge_reports_conflicts_which_side_won_and_duplicates(tmp_path, capsys)
     assert "the later record replaced the earlier" in out and f"kept {src}:1" in out
 
 
-# -- 8. --workers stop with their parent ------------------------------------------------------------------
-def _children(pid):
-    try:
-        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
-
-
-def _alive(pid):
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] not in "ZX"
-    except OSError:
-        return False
-
-
-def _start_workers(tmp_path):
-    env = dict(os.environ, LOOPED_SSM_QUIET="1", LOOPED_SSM_CKPT_DIR=str(tmp_path / "ckpt"))
-    p = subprocess.Popen([sys.executable, "-m", "lib.grid", "--grid", "main", "--profile", "smoke", "--ssms", "s5",
-                          "--out", str(tmp_path / "g.jsonl"), "--workers", "2"], cwd=REPO, env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    t0 = time.time()
-    while len(_children(p.pid)) < 2 and time.time() - t0 < 60:
-        time.sleep(0.2)
-    kids = _children(p.pid)
-    assert len(kids) == 2, "the workers did not start"
-    return p, kids
-
-
-def _gone(pids, wait_s=20):
-    t0 = time.time()
-    while any(_alive(c) for c in pids) and time.time() - t0 < wait_s:
-        time.sleep(0.2)
-    return not any(_alive(c) for c in pids)
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
-def test_grid_workers_stop_with_their_parent(tmp_path, sig):
-    from lib.data import available_datasets
-
-    if "UWaveGestureLibrary" not in available_datasets():
-        pytest.skip("UWaveGestureLibrary not in the shared data")
-    p, kids = _start_workers(tmp_path)
-    try:
-        time.sleep(3)
-        p.send_signal(sig)
-        rc = p.wait(timeout=60)
-        assert _gone(kids), "a worker outlived its parent"
-        if sig != signal.SIGKILL:
-            assert rc == (130 if sig == signal.SIGINT else 143)
-            assert "interrupted; run the same command again to go on" in p.stdout.read()
-    finally:
-        for c in kids:
-            if _alive(c):
-                os.kill(c, signal.SIGKILL)
-        if p.poll() is None:
-            p.kill()
+# -- 8. a grid's workers stop with it: its Ray tasks and Ray instance, tests/test_launch.py -----------------
 
 
 # -- 9. one clear error line instead of a traceback --------------------------------------------------------

@@ -23,7 +23,7 @@ src=${LOOPED_SSM_DATA_DIR:-../shared/data/uea}
 mkdir -p .data/uea .ckpt
 grep -qxF '/.data/' .gitignore || { echo '/.data/' >> .gitignore; echo 'added /.data/ to .gitignore'; }
 grep -qxF '/.ckpt/' .gitignore || { echo '/.ckpt/' >> .gitignore; echo 'added /.ckpt/ to .gitignore'; }
-names=$(sed -n 's/^    "\([A-Za-z0-9]*\)": DataSpec(.*/\1/p' lib/grid.py)  # the keys of lib.grid.DATASETS
+names=$(python3 -m lib.datasets --list)  # the keys of lib.datasets.DATASETS
 for n in $names; do
   [ -f "$src/$n.npz" ] && cp -u "$src/$n.npz" .data/uea/
   [ -f "$src/$n.splits.json" ] && cp -u "$src/$n.splits.json" .data/uea/
