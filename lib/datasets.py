@@ -1,7 +1,7 @@
 """Which data sets there are: the grid's data-set registry (``DATASETS``: name -> ``DataSpec``) and
 where the loader finds their files (``data_folders``, ``available_datasets``). No JAX, no sktime.
 
-    python -m lib.datasets --list        # the registry's names, one per line (tools/device_grid.sh)
+    python -m lib.datasets --list        # the registry's names, one per line (tools/copy_grid.sh)
     python -m lib.datasets --available   # the data sets lib.data.load_uea can read here
 
 Adding a data set to the grids is one ``DataSpec`` entry; loading, splitting and preparing it is

@@ -35,7 +35,7 @@ on the same data resumes from it and ends with the same numbers as an uninterrup
 that cannot be read (empty, truncated, garbage) is renamed to ``NAME.npz.corrupt``, with a notice,
 and the configuration starts over; a ``NAME.npz.tmp`` left by a failed write is removed. ``deadline=`` (a ``time.time()`` value) makes
 ``fit`` checkpoint and raise ``Interrupted`` rather than start a chunk that would end after it, so a
-configuration longer than one sitting (a 10-minute GPU call, a CPU session) is done in pieces.
+configuration longer than one sitting (a time-limited batch job, a preempted node, a laptop closed) is done in pieces.
 
 Determinism: batch order comes from ``numpy.random.default_rng(seed)``, initialisation and dropout
 from ``nnx.Rngs(seed)``; the same configuration and seed give bit-identical results on CPU.
