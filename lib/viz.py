@@ -177,36 +177,88 @@ def write_vendor(folder) -> Path:
     return path
 
 
-def table(df, *, code=(), index: bool = False, caption: str | None = None):
+#: the narrowest text column a table must fit (the book's column at an 800 px viewport is 736 px; bold headers
+#: and wide glyphs make the estimate below run short by up to ~5 %, hence the margin)
+TABLE_WIDTH_PX = 680
+#: rough width of one character and of a cell's padding and border in a ``book-table`` (px)
+_CHAR_PX, _CELL_PX = 9.2, 18
+
+
+def _cell_texts(value) -> list[str]:
+    items = list(value) if isinstance(value, (list, tuple)) else [value]
+    return ["" if v is None else str(v) for v in items]
+
+
+def _min_width(header: str, cells) -> float:
+    """The narrowest a column can get in the browser: its longest unbreakable word (header or cell)."""
+    words = header.split() + [w for c in cells for t in _cell_texts(c) for w in t.split()]
+    return _CELL_PX + _CHAR_PX * max((len(w) for w in words), default=0)
+
+
+def column_groups(df, *, keys=1, width: float = TABLE_WIDTH_PX) -> list[list]:
+    """Split ``df``'s columns into groups that each fit ``width`` px with the first ``keys`` columns (or the
+    named ones) repeated in front; one group when the whole table fits. A layout helper for ``table``."""
+    cols = list(df.columns)
+    key_cols = cols[:keys] if isinstance(keys, int) else list(keys)
+    rest = [c for c in cols if c not in key_cols]
+    need = {c: _min_width(str(c), df[c].tolist()) for c in cols}
+    if sum(need.values()) <= width or not rest:
+        return [cols]
+    base = sum(need[c] for c in key_cols)
+    groups, current, used = [], [], base
+    for c in rest:
+        if current and used + need[c] > width:
+            groups.append(key_cols + current)
+            current, used = [], base
+        current.append(c)
+        used += need[c]
+    groups.append(key_cols + current)
+    return groups
+
+
+def table(df, *, code=(), index: bool = False, caption: str | None = None, keys=1):
     """A DataFrame as a plain HTML table (``IPython.display.HTML``); every cell is HTML-escaped.
 
     ``code`` names columns whose cells are shown as inline code (commands, paths). A cell holding a
     list or tuple shows one item per line. The output holds no random ids, so a rebuild gives the same
-    HTML.
+    HTML. A table too wide for the text column (``column_groups``) is shown as several tables one
+    under the other, each with the ``keys`` columns (the first column by default, or the named ones)
+    repeated in front, so nothing sticks out of the column at any width the book supports; where the
+    keys do not tell the rows apart, a row number ``#`` is repeated too.
     """
     from IPython.display import HTML
 
+    if index:
+        df = df.reset_index(names=df.index.name or "")
     code = set([code] if isinstance(code, str) else code)
-    columns = ([df.index.name or ""] if index else []) + [str(c) for c in df.columns]
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    rows = []
-    for key, *values in df.itertuples(index=True, name=None):  # itertuples keeps each column's dtype
-        cells = [key] if index else []
-        cells += values
-        names = ([None] if index else []) + list(df.columns)
-        tds = []
-        for name, value in zip(names, cells):
-            items = list(value) if isinstance(value, (list, tuple)) else [value]
-            texts = [html.escape("" if v is None else str(v)) for v in items]
-            if name in code:
-                texts = [f"<code>{t}</code>" for t in texts if t]
-            tds.append(f"<td>{'<br>'.join(texts)}</td>")
-        rows.append("<tr>" + "".join(tds) + "</tr>")
-    cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
-    return HTML(
-        f'<table class="table book-table">{cap}<thead><tr>{head}</tr></thead>'
-        f"<tbody>{''.join(rows)}</tbody></table>"
-    )
+    groups = column_groups(df, keys=keys)
+    key_cols = groups[0][:keys] if isinstance(keys, int) else list(keys)
+    if len(groups) > 1 and "#" not in key_cols and df[key_cols].astype(str).duplicated().any():
+        # the repeated columns do not tell the rows apart: number the rows, the same in every part
+        if "#" not in df.columns:
+            df = df.copy()
+            df.insert(0, "#", range(1, len(df) + 1))
+        groups = column_groups(df, keys=["#"] + key_cols)
+    parts = []
+    for part, cols in enumerate(groups):
+        sub = df[cols]
+        head = "".join(f"<th>{html.escape(str(c))}</th>" for c in sub.columns)
+        rows = []
+        for values in sub.itertuples(index=False, name=None):  # itertuples keeps each column's dtype
+            tds = []
+            for name, value in zip(sub.columns, values):
+                texts = [html.escape(t) for t in _cell_texts(value)]
+                if name in code:
+                    texts = [f"<code>{t}</code>" for t in texts if t]
+                tds.append(f"<td>{'<br>'.join(texts)}</td>")
+            rows.append("<tr>" + "".join(tds) + "</tr>")
+        text = caption or ""
+        if len(groups) > 1:
+            text = (f"{text} " if part == 0 else "") + f"(part {part + 1} of {len(groups)})"
+        cap = f"<caption>{html.escape(text)}</caption>" if text else ""
+        parts.append(f'<table class="table book-table">{cap}<thead><tr>{head}</tr></thead>'
+                     f"<tbody>{''.join(rows)}</tbody></table>")
+    return HTML("".join(parts))
 
 
 #: verdict → (background, text) colours of ``verdict_grid`` (colour-blind-safe pairs, with the word written too)
