@@ -325,18 +325,42 @@ class LoopedClassifier(nnx.Module):
 
 def build_model(ssm: str, blocks: int, loops: int, hidden: int, state: int, in_features: int,
                 num_classes: int, seed: int = 0, *, dropout: float | None = None, norm: str | None = None,
-                input_injection: bool = False, mode: str = "parallel", **ssm_options) -> LoopedClassifier:
+                input_injection: bool = False, mode: str = "parallel", init: str = "default",
+                **ssm_options) -> LoopedClassifier:
     """Build a looped (``blocks`` < depth) or standard (``loops == 1``) SSM classifier.
 
     ``ssm`` is a name in the registry ``lib.ssm.SSMS``; extra keyword arguments go to the SSM layer (e.g.
     ``ssm_blocks=4`` for S5's block-diagonal init, ``r_min=0.9`` for LRU). ``norm`` defaults to the
-    peers' choice (batch norm for LRU/S5/LinOSS, layer norm for LrcSSM).
+    peers' choice (batch norm for LRU/S5/LinOSS, layer norm for LrcSSM). ``init`` (one of ``INITS``):
+    ``"tied"`` starts a standard model from ``tied_init`` (the looped model's weights, untied).
     """
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
     cfg = ModelConfig(ssm=ssm, blocks=blocks, loops=loops, hidden=hidden, state=state,
                       in_features=in_features, num_classes=num_classes, seed=seed, dropout=dropout,
                       norm=norm, input_injection=bool(input_injection), mode=mode,
                       ssm_options=tuple(sorted(ssm_options.items())))
-    return LoopedClassifier(cfg)
+    return tied_init(cfg) if init == "tied" else LoopedClassifier(cfg)
+
+
+#: how a model's weights start: the default initialisation, or (standard models) the looped one's
+INITS = ("default", "tied")
+
+
+def tied_init(cfg: ModelConfig) -> LoopedClassifier:
+    """A standard model (``cfg.loops == 1``, k = ``cfg.blocks``) whose weights start as those of the
+    looped model with one block applied k times, built with the same seed — ``untie(looped)`` —
+    and are then trained untied (issue 21's tied-initialisation control: does the standard model
+    stay with the looped one it starts as?). The weights and norm statistics come from
+    ``untie``; everything else (the dropout streams) is the default standard model's, so the
+    blocks do not share dropout masks."""
+    cfg = validate_config(cfg)
+    if cfg.loops != 1:
+        raise ValueError(f"init='tied' is for standard models (loops 1), got loops {cfg.loops}")
+    standard = LoopedClassifier(cfg)
+    looped = LoopedClassifier(dataclasses.replace(cfg, blocks=1, loops=cfg.blocks))
+    nnx.update(standard, nnx.state(untie(looped), nnx.Any(nnx.Param, nnx.BatchStat)))
+    return standard
 
 
 def untie(model: LoopedClassifier) -> LoopedClassifier:

@@ -266,3 +266,32 @@ def test_unrolled_threefry_gives_jax_bits():
     assert UNROLLED_THREEFRY
     ours = np.asarray(jax.jit(lambda k: jax.random.bits(k, (257,)))(jax.random.key(3))).tolist()
     assert ours == eval(plain)
+
+
+@pytest.mark.parametrize("ssm", ["s5", "lru"])
+def test_tied_init_is_the_looped_model_untied_with_its_own_dropout_streams(ssm):
+    """init="tied" (issue 21's control): at initialisation the standard k×1 model computes the looped
+    1×k model's function (its blocks are copies of the one block), yet its blocks draw different
+    dropout masks, like any standard model's; it is refused for a looped model and unknown inits."""
+    from flax import nnx
+
+    from lib.model import build_model
+
+    kw = dict(ssm=ssm, hidden=16, state=16, in_features=3, num_classes=4, seed=11)
+    tied = build_model(blocks=3, loops=1, init="tied", **kw)
+    looped = build_model(blocks=1, loops=3, **kw)
+    default = build_model(blocks=3, loops=1, **kw)
+    x = jax.random.normal(jax.random.key(0), (2, 20, 3))
+    for m in (tied, looped, default):
+        m.eval()
+    np.testing.assert_array_equal(np.asarray(tied(x)), np.asarray(looped(x)))
+    assert not np.allclose(np.asarray(default(x)), np.asarray(looped(x)))
+    first, last = (jax.tree.leaves(nnx.state(tied.blocks[i], nnx.Param)) for i in (0, 2))
+    assert all(np.array_equal(a, b) for a, b in zip(first, last))
+    rngs = [jax.tree.leaves(nnx.state(tied.blocks[i], nnx.RngKey)) for i in range(3)]
+    if rngs[0]:  # the blocks' dropout streams differ (the default standard model's)
+        assert not all(np.array_equal(jax.random.key_data(a), jax.random.key_data(b)) for a, b in zip(rngs[0], rngs[1]))
+    with pytest.raises(ValueError, match="standard models"):
+        build_model(blocks=1, loops=3, init="tied", **kw)
+    with pytest.raises(ValueError, match="init must be one of"):
+        build_model(blocks=3, loops=1, init="untied", **kw)
