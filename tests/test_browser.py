@@ -231,32 +231,6 @@ def test_page(page_name, browser, base_url):
 
 # Layout: nothing wider than the text column -------------------------------------------------------
 WIDTHS = [1400, 800]
-# (page, viewport width) -> what overflowed when this list was written. Such a page xfails (with what
-# overflows now), any other page that overflows fails. Chapters are fixed in chapters/*.md; remove the
-# entry with the fix.
-_DEPTH = ("output charts in #autocorrelation-across-layers (811 px) and #teacherstudent-what-do-deeper-students-learn "
-          "(832 px)")
-_LOOPING = ("display math in #looping (819 px); output charts in #parameters-against-depth (1160 px), "
-            "#what-a-looped-block-does-across-iterations (833 px), #fixed-point-cycle-or-drift (1745 px), "
-            "#every-saved-looped-model (1427 px), #test-time-depth (835 px), #trained-with-l-loops-run-with-n (837 px)")
-_EXPERIMENTS = ("table.book-table in #where-the-records-come-from (1138 px); output charts/tables in "
-                "#batch-norm-in-a-looped-block (1230 px), #looped-against-standard-seed-by-seed (1147 px), "
-                "#claims-and-verdicts-full-profile (953 px), #a-small-real-grid-run-as-this-page-was-built-smoke-profile "
-                "(1406 px), #where-our-setup-differs-from-the-paper-s (1158 px)")
-_PERFORMANCE = "output chart in #five-seeds-in-one-program (1542 px)"
-KNOWN_OVERFLOW: dict[tuple[str, int], str] = {
-    ("chapters/depth_memory", 1400): _DEPTH,
-    ("chapters/depth_memory", 800): _DEPTH + "; display math in #deep-equals-shallow-wide-but-the-wide-form-needs-"
-                                             "large-b-and-c (782 px)",
-    ("chapters/looping", 1400): _LOOPING,
-    ("chapters/looping", 800): _LOOPING,
-    ("chapters/experiments", 1400): _EXPERIMENTS,
-    ("chapters/experiments", 800): _EXPERIMENTS + "; and 745-762 px outputs in "
-                                                  "#the-budget-grid-where-the-verdicts-come-from, #verdicts-budget-profile",
-    ("chapters/performance", 1400): _PERFORMANCE,
-    ("chapters/performance", 800): _PERFORMANCE,
-}
-
 OVERFLOW = r"""() => {
   const article = document.querySelector('article.bd-article') || document.querySelector('main');
   const cs = getComputedStyle(article);
@@ -334,8 +308,6 @@ def test_fits_text_column(page_name, width, browser, base_url):
     finally:
         context.close()
     report = f"{page_name} at {width} px: wider than the text column:\n  " + "\n  ".join(found)
-    if found and (page_name, width) in KNOWN_OVERFLOW:
-        pytest.xfail(report)
     assert not found, report
 
 
@@ -349,13 +321,6 @@ SLIDERS = """() => Array.from(document.querySelectorAll('.vega-bindings input[ty
 })"""
 # a slider's label names its quantity; one that names a logarithm shows log2(x) where the chart means x
 LOG_LABEL = re.compile(r"\blog|log[₂2]|lg\b", re.I)
-# page -> its sliders that set a logarithm when this list was written (xfail; any other page fails)
-KNOWN_LOG_SLIDERS: dict[str, str] = {
-    "index": "log₂ chunk (the redirect shows the introduction)",
-    "chapters/intro": "log₂ chunk",
-    "chapters/ssm_layers": "log10 Δ, log10 τ",
-    "chapters/reshaping": "log2 p",
-}
 
 
 @pytest.mark.parametrize("page_name", PAGES)
@@ -383,8 +348,6 @@ def test_sliders_show_their_value(page_name, browser, base_url):
     finally:
         context.close()
     report = f"{page_name}: " + "; ".join(problems)
-    if problems and page_name in KNOWN_LOG_SLIDERS:
-        pytest.xfail(report)
     assert not problems, report
 
 
