@@ -293,7 +293,9 @@ def test_ctrl_c_in_run_and_grid_says_how_to_go_on(tmp_path, data_dir, capsys, mo
     assert "interrupted; run the same command again to go on" in capsys.readouterr().err
     monkeypatch.setattr(G, "run", interrupted)
     monkeypatch.setattr(G, "_available", lambda names: list(names))
-    assert G.main(["--grid", "main", "--profile", "smoke", "--ssms", "s5", "--out", str(tmp_path / "g.jsonl")]) == 130
+    # the in-process runner (the Ray runner's Ctrl-C and SIGTERM: tests/test_launch.py)
+    assert G.main(["--grid", "main", "--profile", "smoke", "--ssms", "s5", "--launcher", "local",
+                   "--out", str(tmp_path / "g.jsonl")]) == 130
     assert "interrupted; run the same command again to go on" in capsys.readouterr().err
 
 
