@@ -45,6 +45,7 @@ from lib.profiles import PROFILE_NAMES
 from lib.datasets import DATASETS, PAPER_DATASETS, DataSpec  # noqa: F401  (one home: lib.datasets)
 from lib.ssm import paper_ssms, ssm_spec
 from lib.run import REPO, RunSpec, check_writable, run, strip_flag  # noqa: F401  (strip_flag: re-exported)
+from lib.controls import controls_grid  # noqa: E402  (issue 21 §2: the controls grid)
 
 
 #: the main grid's SSMs: the paper's four (``lib.ssm.SSMSpec.paper``)
@@ -407,7 +408,7 @@ def _planned(specs, a, out, shard, ran):
         specs = fresh[shard[0]::shard[1]]
 
 
-GRIDS = {"main": main_grid, "lr": lr_grid, "widget": widget_grid, "budget": budget_grid}
+GRIDS = {"main": main_grid, "lr": lr_grid, "widget": widget_grid, "budget": budget_grid, "controls": controls_grid}
 
 NOT_RUN = "not yet run"
 

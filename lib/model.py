@@ -53,6 +53,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from lib.scan import MODES
+from lib.schema import INITS  # noqa: F401  (one home: the record vocabulary)
 from lib.ssm import SSMS, make_ssm, ssm_spec
 
 
@@ -343,8 +344,6 @@ def build_model(ssm: str, blocks: int, loops: int, hidden: int, state: int, in_f
     return tied_init(cfg) if init == "tied" else LoopedClassifier(cfg)
 
 
-#: how a model's weights start: the default initialisation, or (standard models) the looped one's
-INITS = ("default", "tied")
 
 
 def tied_init(cfg: ModelConfig) -> LoopedClassifier:

@@ -59,6 +59,7 @@ class RunSpec:
     tag: str = "main"
     ssm_options: tuple = ()
     ragged: str = "error"
+    init: str = "default"
 
     def train_config(self):
         from lib.train import train_config
@@ -76,7 +77,7 @@ class RunSpec:
                     batch_size=cfg.batch_size, max_steps=cfg.max_steps, eval_every=cfg.eval_every,
                     patience=cfg.patience, time_channel=self.time_channel, standardize=self.standardize,
                     input_injection=self.input_injection, ssm_options=dict(self.ssm_options),
-                    profile=self.profile, tag=self.tag)
+                    init=self.init, profile=self.profile, tag=self.tag)
 
     def training_fields(self, seed: int) -> dict:
         """``key_fields`` (``lib.results.training_key`` ignores ``tag``: two grids' specs with equal
@@ -120,6 +121,8 @@ class RunSpec:
                 args.append(flag)
         if self.ragged != "error":
             args += ["--ragged", self.ragged]
+        if self.init != "default":
+            args += ["--init", self.init]
         if self.tag != "main":
             args += ["--tag", self.tag]
         for k, v in self.ssm_options:
@@ -151,7 +154,10 @@ def checkpoint_path(spec: RunSpec, folder: str | Path | None = None) -> Path:
     """The checkpoint file of one configuration (its seeds included): readable name + spec hash."""
     import hashlib
 
-    digest = hashlib.sha1(json.dumps(dataclasses.asdict(spec), sort_keys=True, default=str).encode()).hexdigest()
+    fields = dataclasses.asdict(spec)
+    if fields.get("init") == "default":  # a field added later: its default leaves older checkpoints' names as they were
+        del fields["init"]
+    digest = hashlib.sha1(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()
     name = (f"{spec.dataset}_{spec.ssm}_b{spec.blocks}x{spec.loops}_{spec.reshape}{spec.chunk}_{spec.profile}"
             f"_{digest[:12]}.npz")
     return Path(folder if folder is not None else checkpoint_dir()) / name
@@ -220,6 +226,8 @@ def run(spec: RunSpec, out: str | Path | None = None, *, data_folder=None, save_
     model_kwargs = dict(ssm=spec.ssm, blocks=spec.blocks, loops=spec.loops, hidden=spec.hidden, state=spec.state,
                         in_features=int(x0.shape[-1]), num_classes=int(splits[0].n_classes),
                         input_injection=spec.input_injection, **dict(spec.ssm_options))
+    if spec.init != "default":
+        model_kwargs["init"] = spec.init
     import jax
 
     model_kwargs["mode"] = default_mode(spec.ssm)
@@ -304,6 +312,7 @@ def load_state(path: str | Path):
 
 def parser() -> argparse.ArgumentParser:
     from lib.data import RAGGED_POLICIES
+    from lib.schema import INITS
     from lib.profiles import PROFILE_NAMES
     from lib.ssm import SSMS
 
@@ -337,6 +346,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--ragged", default="error", choices=RAGGED_POLICIES,
                    help="unequal series lengths: refuse (error), repeat the last observation up to the longest "
                         "(pad), or cut to the shortest (truncate); recorded in the record")
+    p.add_argument("--init", default="default", choices=INITS,
+                   help="tied: start a standard model (loops 1) as the looped 1×k model of the same seed, untied "
+                        "(issue 21's control)")
     p.add_argument("--tag", default="main")
     p.add_argument("--data-dir", default=None, help="folder with NAME.npz or NAME_TRAIN.ts/NAME_TEST.ts")
     p.add_argument("--out", default="data/results/dev.jsonl")
@@ -410,13 +422,15 @@ def spec_from_args(a) -> RunSpec:
         raise ValueError(f"--patience must be an integer >= 0, got {a.patience}")
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"--seed-list names a seed twice: {a.seed_list}")
+    if a.init == "tied" and a.loops != 1:
+        raise ValueError(f"--init tied starts a standard model as a looped one untied: it needs --loops 1, got {a.loops}")
     return RunSpec(dataset=a.dataset, ssm=a.ssm, blocks=a.blocks, loops=a.loops, reshape=a.reshape, chunk=a.chunk,
                    order=a.order, pad=a.pad, protocol=a.protocol, seeds=seeds,
                    hidden=prof["hidden"] if a.hidden is None else a.hidden,
                    state=prof["state"] if a.state is None else a.state, lr=a.lr,
                    batch_size=a.batch_size, max_steps=a.max_steps, eval_every=a.eval_every, patience=a.patience,
                    time_channel=a.time, standardize=a.standardize, input_injection=a.input_injection,
-                   profile=a.profile, tag=a.tag, ssm_options=tuple(sorted(opts)), ragged=a.ragged)
+                   profile=a.profile, tag=a.tag, ssm_options=tuple(sorted(opts)), ragged=a.ragged, init=a.init)
 
 
 def strip_flag(argv: list, flag: str) -> list:

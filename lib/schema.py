@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
-    "FIELDS", "KEY_FIELDS", "TRAINING_FIELDS", "OPTIONAL_FIELDS", "HISTORY_KEYS", "DERIVED_KEY_FIELDS",
+    "FIELDS", "INITS", "KEY_FIELDS", "TRAINING_FIELDS", "OPTIONAL_FIELDS", "HISTORY_KEYS", "DERIVED_KEY_FIELDS",
     "VERSION_KEYS", "RESHAPES", "ORDERS", "PROTOCOLS", "PROFILES", "BASELINE_SSMS", "PAPER_SSMS",
     "DEFAULT_DATASETS", "MAIN_TAG", "DEFAULT_WHERE", "record_key", "training_key", "with_key_columns",
     "validate_record", "normalize_record",
@@ -52,6 +52,9 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 RESHAPES = ("none", "concat", "rechunk")
 ORDERS = ("time", "feature")
+#: how a model's weights start (``lib.model.build_model``): the default initialisation, or (standard
+#: models) the looped model's weights untied (``lib.model.tied_init``)
+INITS = ("default", "tied")
 from lib.data import PROTOCOLS, RAGGED_POLICIES  # noqa: E402  (one home: the loader)
 from lib.profiles import PROFILE_NAMES as PROFILES  # noqa: E402  (one home: lib.profiles)
 VERSION_KEYS = ("jax", "flax", "optax", "numpy", "python")
@@ -115,17 +118,19 @@ _CHOICES = {"reshape": RESHAPES, "order": ORDERS, "protocol": PROTOCOLS, "profil
 
 #: the fields that identify one run: everything that changes what is trained, plus ``tag``. A run
 #: that differs in any of them is another run (resuming never takes one for the other). Records
-#: written before ``pad``, ``ragged`` and ``ssm_options`` were fields get them derived
+#: written before ``pad``, ``ragged``, ``ssm_options`` and ``init`` were fields get them derived
 #: (``DERIVED_KEY_FIELDS``); every other field has always been in the records.
 KEY_FIELDS = ("dataset", "ssm", "blocks", "loops", "reshape", "chunk", "order", "pad", "protocol", "ragged",
               "seed", "lr", "hidden", "state", "batch_size", "max_steps", "eval_every", "patience",
-              "time_channel", "standardize", "input_injection", "ssm_options", "profile", "tag")
+              "time_channel", "standardize", "input_injection", "ssm_options", "init", "profile", "tag")
 
 #: the optional fields and what they hold (checked by ``validate_record`` when present)
 OPTIONAL_FIELDS: dict = {
     "pad": ("bool", "zero-pad the end when the chunk does not divide the length (lib.reshape)"),
     "ragged": ("str", "what was asked about unequal series lengths: 'error' | 'pad' | 'truncate' (lib.data)"),
     "ssm_options": ("dict", "extra SSM layer options (lib.run --ssm-option)"),
+    "init": ("str", "how the weights start (lib.model.INITS): 'default' | 'tied' (a standard model as the "
+                    "looped one untied, issue 21's control)"),
     "history": ("list", "every evaluation: step, loss, train_acc, val_acc, test_acc"),
 }
 
@@ -156,7 +161,8 @@ def _options_of(rec):
 
 
 #: how a record written before a key field existed gets it (from what the record holds)
-DERIVED_KEY_FIELDS: dict = {"pad": _pad_of, "ragged": lambda rec: "error", "ssm_options": _options_of}
+DERIVED_KEY_FIELDS: dict = {"pad": _pad_of, "ragged": lambda rec: "error", "ssm_options": _options_of,
+                             "init": lambda rec: "default"}
 
 def _known_ssms() -> tuple:
     return tuple(_SSMS) + BASELINE_SSMS  # the registry as it is now (SSMs registered later count)
@@ -382,6 +388,8 @@ def validate_record(rec: Mapping) -> dict:
         for k in HISTORY_KEYS[2:]:
             if not (_is_real(h[k]) and 0.0 <= h[k] <= 1.0):
                 raise _bad("history", f"entry {i}: {k} must be a fraction in [0, 1], got {h[k]!r}")
+    if rec.get("init", "default") not in INITS:
+        raise _bad("init", f"must be one of {INITS}, got {rec['init']!r}")
     if rec.get("ragged", "error") not in RAGGED_POLICIES:
         raise _bad("ragged", f"must be one of {RAGGED_POLICIES}, got {rec['ragged']!r}")
     for k, v in rec.items():
