@@ -465,7 +465,7 @@ def schedule_frame(blocks=(1, 2, 3), depth: int = 6):
 def load_trained(path, *, data_folder=None):
     """A model saved by ``python -m lib.run ... --save-params DIR`` with the test data it was trained for.
 
-    Returns ``(model, meta, split)``: the eval-mode model (``lib.run.load_state``), its ``.json``
+    Returns ``(model, meta, split)``: the eval-mode model (``lib.store.load_state``), its ``.json``
     metadata and the prepared split of its record (data set, protocol, seed, reshape, chunk, order).
     The saved record does not say whether the time channel, padding or standardisation were used: a
     ``pipeline`` entry is used when present, otherwise the time channel is inferred from the model's
@@ -474,7 +474,7 @@ def load_trained(path, *, data_folder=None):
     """
     from lib import data as D
     from lib.reshape import reshaped_shape
-    from lib.run import load_state
+    from lib.store import load_state
 
     model, meta = load_state(path)
     rec, mk = meta["record"], meta["model"]

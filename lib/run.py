@@ -29,6 +29,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 
 from lib.provenance import git_commit, versions  # noqa: E402  (one implementation)
+from lib.store import flat_arrays, load_state, params_path, save_state  # noqa: E402,F401  (one home: lib.store)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -259,55 +260,6 @@ def run(spec: RunSpec, out: str | Path | None = None, *, data_folder=None, save_
     if ckpt is not None and not keep_checkpoint:
         ckpt.unlink(missing_ok=True)
     return records
-
-
-def params_path(folder: Path, rec: dict) -> Path:
-    name = (f"{rec['dataset']}_{rec['ssm']}_b{rec['blocks']}x{rec['loops']}_{rec['reshape']}{rec['chunk']}"
-            f"_{rec['protocol']}_s{rec['seed']}")
-    return Path(folder) / name
-
-
-def flat_arrays(state) -> dict:
-    """``{"path/to/leaf": array}`` of a model state's parameters and norm statistics (no RNG state)."""
-    from flax import nnx
-
-    kept = nnx.filter_state(state, nnx.Any(nnx.Param, nnx.BatchStat))
-    return {"/".join(map(str, k)): np.asarray(v) for k, v in nnx.to_flat_state(kept)}
-
-
-def save_state(folder: Path, rec: dict, trainer, state, model_kwargs: dict) -> Path:
-    """Save one seed's best model state as ``.npz`` (flat paths) plus a ``.json`` with how to rebuild it."""
-    from lib.train import write_npz
-
-    base = params_path(folder, rec)
-    write_npz(base.with_suffix(".npz"), flat_arrays(state), compressed=True)
-    meta = {"model": {**model_kwargs, "seed": rec["seed"]}, "record": {k: rec[k] for k in
-            ("dataset", "ssm", "blocks", "loops", "reshape", "chunk", "order", "protocol", "seed",
-             "time_channel", "standardize", "profile", "pipeline", "val_acc", "test_acc", "best_step", "commit",
-             "command") if k in rec}}
-    base.with_suffix(".json").write_text(json.dumps(meta, indent=1, default=str))
-    return base.with_suffix(".npz")
-
-
-def load_state(path: str | Path):
-    """Rebuild a trained model saved by ``save_state`` (eval mode)."""
-    from flax import nnx
-
-    from lib.model import build_model
-
-    path = Path(path).with_suffix("")
-    meta = json.loads(path.with_suffix(".json").read_text())
-    model = build_model(**meta["model"])
-    model.eval()
-    graphdef, state = nnx.split(model)
-    flat = dict(nnx.to_flat_state(state))
-    with np.load(path.with_suffix(".npz")) as z:
-        for k in list(flat):
-            key = "/".join(map(str, k))
-            if key in z.files:
-                flat[k] = flat[k].replace(z[key]) if hasattr(flat[k], "replace") else z[key]
-    nnx.update(model, nnx.from_flat_state(flat))
-    return model, meta
 
 
 def parser() -> argparse.ArgumentParser:

@@ -30,7 +30,7 @@ training parts. ``seed_axis="vmap"|"map"`` overrides the choice; both give the s
 
 Checkpoints. ``fit(..., checkpoint=PATH)`` writes, after every evaluation, everything the loop needs to
 go on (model, optimiser and best states, the batch generators' states, the per-seed bookkeeping) to
-one ``.npz`` (atomically, flushed to disk before the rename); a later ``fit`` of the same configuration
+one ``.npz`` (atomically, flushed to disk before the rename; the format is ``lib.store``'s); a later ``fit`` of the same configuration
 on the same data resumes from it and ends with the same numbers as an uninterrupted run. A checkpoint
 that cannot be read (empty, truncated, garbage) is renamed to ``NAME.npz.corrupt``, with a notice,
 and the configuration starts over; a ``NAME.npz.tmp`` left by a failed write is removed. ``deadline=`` (a ``time.time()`` value) makes
@@ -59,6 +59,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from lib.model import build_model, count_params
 from lib.ssm import SSMS, ssm_spec
+from lib.store import _fingerprint, _from_host, _set_aside, load_checkpoint, save_checkpoint  # the checkpoint format
+from lib.store import write_npz  # noqa: F401  (re-exported; one home: lib.store)
 
 #: one learning rate per SSM, used for looped and standard models alike (the paper's regime);
 #: lru/s5 follow the Log-NCDE choices for SCP1/Motor (1e-3), LinOSS and LrcSSM their papers' 1e-4.
@@ -193,109 +195,6 @@ class Interrupted(Exception):
     def __init__(self, path, step: int, max_steps: int):
         super().__init__(f"stopped at step {step} of {max_steps} before the deadline; progress saved in {path}")
         self.path, self.step, self.max_steps = Path(path), step, max_steps
-
-
-def _is_key(x) -> bool:
-    return jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
-
-
-def _to_host(tree) -> list:
-    """A state's leaves as NumPy arrays (PRNG keys as their key data)."""
-    return [np.asarray(jax.random.key_data(x) if _is_key(x) else x) for x in jax.tree.leaves(tree)]
-
-
-def _from_host(arrays, template):
-    """The inverse of ``_to_host``, given a state of the same structure (its leading axis may differ)."""
-    leaves, treedef = jax.tree.flatten(template)
-    if len(arrays) != len(leaves):
-        raise ValueError(f"checkpoint has {len(arrays)} arrays where the model has {len(leaves)}")
-    out = []
-    for a, t in zip(arrays, leaves):
-        if _is_key(t):
-            out.append(jax.random.wrap_key_data(jnp.asarray(a), impl=jax.random.key_impl(t)))
-        else:
-            if a.shape[1:] != t.shape[1:] or a.dtype != t.dtype:
-                raise ValueError(f"checkpoint array {a.dtype}{a.shape} does not fit {t.dtype}{t.shape}")
-            out.append(jnp.asarray(a))
-    return jax.tree.unflatten(treedef, out)
-
-
-def _fingerprint(model_kwargs, cfg, seeds, seed_axis, n_devices, keep_state, arrays) -> dict:
-    """What must match for a checkpoint to be resumed: model, optimisation, seeds, program, data."""
-    import hashlib
-
-    h = hashlib.sha1()
-    for a in arrays:
-        a = np.ascontiguousarray(a)
-        h.update(f"{a.dtype}{a.shape}".encode())
-        h.update(a.tobytes())
-    return json.loads(json.dumps(dict(model=model_kwargs, cfg=dataclasses.asdict(cfg), seeds=list(seeds),
-                                      seed_axis=seed_axis, n_devices=n_devices, keep_state=keep_state,
-                                      data=h.hexdigest()),
-                                 default=str))
-
-
-def write_npz(path, arrays: dict, *, compressed: bool = False) -> Path:
-    """``arrays`` to ``path`` (``.npz``) through a temporary file (``NAME.npz.tmp``), flushed to disk
-    before it is renamed over ``path``, so a killed writer or a crashed machine leaves the old file
-    or the new one, never half of one. A failed write removes its temporary file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            (np.savez_compressed if compressed else np.savez)(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
-    return path
-
-
-def save_checkpoint(path, meta: dict, **trees) -> None:
-    """Write ``meta`` (JSON) and the states ``trees`` to ``path`` (``.npz``), atomically."""
-    arrays = {"meta": np.frombuffer(json.dumps(meta).encode(), np.uint8)}
-    for name, tree in trees.items():
-        for i, a in enumerate(_to_host(tree)):
-            arrays[f"{name}/{i:05d}"] = a
-    write_npz(path, arrays)
-
-
-def load_checkpoint(path) -> tuple[dict, dict]:
-    """``(meta, {name: [arrays]})`` of a checkpoint written by ``save_checkpoint`` (an unreadable file
-    raises whatever NumPy, zipfile or JSON raise; ``MultiSeedTrainer.fit`` sets such a file aside)."""
-    with np.load(path, allow_pickle=False) as z:
-        meta = json.loads(z["meta"].tobytes().decode())
-        if not isinstance(meta, dict):
-            raise ValueError(f"{path}: its metadata is not a JSON object")
-        trees = {}
-        for k in sorted(f for f in z.files if f != "meta"):
-            name = k.split("/", 1)[0]
-            trees.setdefault(name, []).append(z[k])
-    return meta, trees
-
-
-def _set_aside(path: Path, err: BaseException) -> None:
-    """Rename the unreadable checkpoint ``path`` to ``NAME.npz.corrupt`` (kept for a look, never read
-    again) and say so; the configuration then starts over."""
-    aside = path.with_name(path.name + ".corrupt")
-    why = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
-    try:
-        os.replace(path, aside)
-    except OSError as e:
-        raise OSError(f"checkpoint {path} cannot be read ({why}) nor moved aside ({e}); remove it") from None
-    print(f"note: checkpoint {path} cannot be read ({why}); moved aside to {aside.name}; "
-          f"starting this configuration over", file=sys.stderr)
 
 
 @dataclasses.dataclass

@@ -149,7 +149,7 @@ def test_schedule_frame_is_the_model_schedule():
 
 def test_load_trained_roundtrip(tmp_path):
     """A model saved the way ``lib.run`` saves it comes back with the data it was trained for."""
-    from lib.run import save_state
+    from lib.store import save_state
 
     ds = lib.data.load_uea("BasicMotions")
     s = lib.data.prepare(lib.data.split(ds, "paper", 2345), reshape="concat", chunk=4)

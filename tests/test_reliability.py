@@ -169,7 +169,7 @@ def test_a_checkpoint_of_this_configuration_with_missing_arrays_is_set_aside(tmp
 
 
 def test_write_npz_flushes_before_the_rename_and_cleans_up_a_failed_write(tmp_path, monkeypatch):
-    from lib import train as T
+    from lib import store as T
 
     calls = []
     real_fsync, real_replace = os.fsync, os.replace

@@ -34,7 +34,7 @@ def synthetic_split(seed):
 
 
 def _flat(state):
-    from lib.run import flat_arrays
+    from lib.store import flat_arrays
 
     return flat_arrays(state)
 
@@ -155,7 +155,7 @@ def test_real_run_on_basicmotions_reaches_90_percent(tmp_path):
     assert len(read_records(out)) == 1
     # the saved best-validation model reproduces its recorded test accuracy
     from lib import data as D
-    from lib.run import load_state
+    from lib.store import load_state
 
     model, meta = load_state(next((tmp_path / "params").glob("*.npz")))
     s = D.split(D.load_uea("BasicMotions"), "paper", 2345)
