@@ -160,8 +160,9 @@ BUDGET_SETS = {
     "UWaveGestureLibrary": BudgetSet("concat", (5, 9, 15), pad=True),
     "Epilepsy": BudgetSet("concat", (4, 8), pad=True),
     "JapaneseVowels": BudgetSet("rechunk", (24, 48), raw_ssms=MAIN_SSMS, pad=True, ragged="pad"),
-    "NATOPS": BudgetSet("rechunk", (48, 72), raw_ssms=MAIN_SSMS, decides=False),
-    "FingerMovements": BudgetSet("rechunk", (56, 112), raw_ssms=MAIN_SSMS, decides=False),
+    # NATOPS: T·C = 51·24, whole timesteps per row that divide it: 3 (72) or 17; FingerMovements: 50·28, 2 or 5
+    "NATOPS": BudgetSet("rechunk", (72,), raw_ssms=MAIN_SSMS, decides=False),
+    "FingerMovements": BudgetSet("rechunk", (56, 140), raw_ssms=MAIN_SSMS, decides=False),
 }
 #: the cells with full-profile records that the budget profile is calibrated on (issue 17 §1):
 #: (data set, ssm, reshape, chunk), each run standard 6×1 and looped 1×6

@@ -356,3 +356,20 @@ def test_budget_coverage_marks_what_is_recorded():
     label = "none" if specs[0].reshape == "none" else f"{specs[0].reshape}/{specs[0].chunk}"
     row = cov[(cov["data set"] == specs[0].dataset) & (cov["input"] == label)].iloc[0]
     assert row[specs[0].ssm] == "6×1 ✓ 1×6 2/5"
+
+
+def test_every_budget_chunk_divides_its_length_or_pads():
+    """A candidate chunk that does not divide the (flattened) length stops the grid with an error
+    mid-run unless the set pads (FingerMovements' 112 and NATOPS' 48 once did)."""
+    from lib.data import available_datasets
+
+    have = set(available_datasets())
+    for name, bs in G.BUDGET_SETS.items():
+        if name not in have:
+            continue
+        _, T, C = G.raw_shape(name)
+        length = T * C if bs.reshape == "rechunk" else T
+        for c in bs.candidates:
+            assert bs.pad or length % c == 0, (name, c, length)
+            if bs.reshape == "rechunk":
+                assert c % C == 0, (name, c, C)  # whole timesteps per row
