@@ -46,6 +46,9 @@ from lib.datasets import DATASETS, PAPER_DATASETS, DataSpec  # noqa: F401  (one 
 from lib.ssm import paper_ssms, ssm_spec
 from lib.run import REPO, RunSpec, check_writable, run, strip_flag  # noqa: F401  (strip_flag: re-exported)
 from lib.controls import controls_grid  # noqa: E402  (issue 21 §2: the controls grid)
+from lib import cost as _cost
+from lib.cost import B_PRIOR, OVERHEAD_S, cost_model, cost_s, input_length  # noqa: F401  (one home: lib.cost)
+from lib.tables import NOT_RUN, budget_coverage, chunk_timesteps, main_table  # noqa: F401  (one home: lib.tables)
 
 
 #: the main grid's SSMs: the paper's four (``lib.ssm.SSMSpec.paper``)
@@ -252,71 +255,9 @@ def budget_grid(profile: str = "budget", datasets=None, ssms=None, *, records=No
     return budget_order(unique, records)
 
 
-#: seconds per seed-step = OVERHEAD_S + b[ssm] × depth × T' (``shared/notes/budget-protocol.md``);
-#: ``cost_model`` refits b on the records; these are the note's fits, used for an SSM without CPU records
-OVERHEAD_S = 5e-4
-B_PRIOR = {"s5": 138e-6, "lru": 210e-6, "linoss-im": 440e-6, "linoss-imex": 440e-6, "lrcssm": 79e-6}
-
-
 def raw_shape(name: str) -> tuple:
-    """``(n_cases, T, C)`` of a data set's published train + test parts, read from the ``.npz`` headers
-    (nothing loaded); ``.ts`` sets are loaded."""
-    import zipfile
-
-    import numpy as np
-
-    from lib import data as D
-
-    for folder in D.data_folders():
-        path = Path(folder) / f"{name}.npz"
-        if path.exists():
-            shapes = {}
-            with zipfile.ZipFile(path) as z:
-                for part in ("X_train", "X_test"):
-                    with z.open(f"{part}.npy") as f:
-                        major, _ = np.lib.format.read_magic(f)
-                        read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-                        shapes[part] = read(f)[0]
-            return (shapes["X_train"][0] + shapes["X_test"][0], *shapes["X_train"][1:])
-    d = D.load_uea(name, ragged=BUDGET_SETS[name].ragged if name in BUDGET_SETS else "error")
-    return (len(d.X_train) + len(d.X_test), d.length, d.channels)
-
-
-def input_length(spec: RunSpec) -> int:
-    """T', the model input's length after reshaping (``lib.reshape``), from the raw shape."""
-    import math
-
-    _, T, C = raw_shape(spec.dataset)
-    if spec.reshape == "none":
-        return T
-    total = T if spec.reshape == "concat" else T * C
-    return math.ceil(total / spec.chunk) if spec.pad else total // spec.chunk
-
-
-def cost_model(records=()) -> dict:
-    """SSM → b (seconds per layer·timestep of one seed-step), the median over the CPU records'
-    programs of (wall − compile) / seed-steps − ``OVERHEAD_S``, divided by depth × T'; ``B_PRIOR``
-    where an SSM has no CPU records."""
-    import numpy as np
-
-    programs = {}
-    for r in records:
-        if r.get("device") != "cpu" or r.get("ssm") not in B_PRIOR or not r.get("steps"):
-            continue
-        k = (r["ssm"], r["command"], r["created"], r.get("wall_s"))
-        programs.setdefault(k, []).append(r)
-    per = {}
-    for (ssm, *_), rs in programs.items():
-        seed_steps = sum(r["steps"] for r in rs)
-        t = (rs[0]["wall_s"] - rs[0]["compile_s"]) / seed_steps
-        per.setdefault(ssm, []).append((t - OVERHEAD_S) / (rs[0]["depth"] * rs[0]["seq_len"]))
-    return {ssm: float(np.median(per[ssm])) if ssm in per else b for ssm, b in B_PRIOR.items()}
-
-
-def cost_s(spec: RunSpec, b: dict) -> float:
-    """Expected core-seconds of a configuration at its step cap (early stopping only lowers it)."""
-    per_step = OVERHEAD_S + b[spec.ssm] * spec.blocks * spec.loops * input_length(spec)
-    return per_step * spec.train_config().max_steps * len(spec.seeds)
+    """``lib.cost.raw_shape`` of a data set, loaded (a ``.ts`` set) with the budget grid's ragged policy."""
+    return _cost.raw_shape(name, BUDGET_SETS[name].ragged if name in BUDGET_SETS else "error")
 
 
 def budget_order(specs, records=()) -> list:
@@ -344,39 +285,6 @@ def budget_order(specs, records=()) -> list:
         return (t, -weight * n_test / sum(cost_s(s, b) for s in groups[key]))
 
     return [s for key in sorted(groups, key=value) for s in groups[key]]
-
-
-def budget_coverage(records, profile: str = "budget") -> "pd.DataFrame":
-    """The budget grid as a matrix: one row per data set × input, one column per SSM × model, each
-    cell "n/5" (seeds recorded; "·" for none; "" where the grid has no such cell); plus the row's
-    core-hours spent (records' ``wall_s``, one program per configuration) and its estimate left."""
-    import pandas as pd
-
-    recs = [r for r in _rows(records) if r.get("profile") == profile]
-    specs = budget_grid(profile, records=recs)
-    got = records_for(specs, recs)
-    have = {}
-    for r in got.to_dict("records"):
-        have.setdefault(R.training_key(r), r)
-    b = cost_model(list(R.iter_records(str(REPO / "data" / "results" / "*.jsonl"), validate=False)))
-    rows = {}
-    for s in specs:
-        key = (s.dataset, "none" if s.reshape == "none" else f"{s.reshape}/{s.chunk}")
-        row = rows.setdefault(key, {"data set": s.dataset, "input": key[1], "core-h spent": 0.0, "core-h left": 0.0})
-        seen = [have.get(R.training_key(s.training_fields(x))) for x in s.seeds]
-        n = sum(r is not None for r in seen)
-        col = "pilot" if s.tag == PILOT_TAG else s.ssm
-        mark = "✓" if n == len(s.seeds) else f"{n}/{len(s.seeds)}" if n else "·"
-        row[col] = (row.get(col, "") + " " + f"{s.blocks}×{s.loops} {mark}").strip()
-        if n:
-            row["core-h spent"] += max(r["wall_s"] for r in seen if r is not None) / 3600
-        if n < len(s.seeds):
-            row["core-h left"] += cost_s(s, b) / 3600
-    df = pd.DataFrame(list(rows.values())).fillna("")
-    cols = ["data set", "input"] + [c for c in (*MAIN_SSMS, "pilot") if c in df.columns] + ["core-h spent",
-                                                                                           "core-h left"]
-    df = df.sort_values(["data set", "input"], key=lambda c: c.map(lambda v: (v != "none", str(v))))
-    return df[cols].round(2).reset_index(drop=True) if len(df) else df
 
 
 def estimate_text(specs, out) -> str:
@@ -410,93 +318,6 @@ def _planned(specs, a, out, shard, ran):
 
 
 GRIDS = {"main": main_grid, "lr": lr_grid, "widget": widget_grid, "budget": budget_grid, "controls": controls_grid}
-
-NOT_RUN = "not yet run"
-
-
-def _cell(d: "pd.DataFrame", n_seeds: int) -> dict:
-    """mean ± std (points) of the records ``d`` of one configuration, and how many seeds they cover."""
-    if d.empty:
-        return {"text": NOT_RUN, "mean": float("nan"), "std": float("nan"), "n": 0}
-    pts = 100.0 * d["test_acc"].astype(float)
-    n = int(d["seed"].nunique())
-    text = f"{pts.mean():.2f} ± {pts.std(ddof=0):.2f}" + (f" ({n} of {n_seeds} seeds)" if n < n_seeds else "")
-    return {"text": text, "mean": float(pts.mean()), "std": float(pts.std(ddof=0)), "n": n}
-
-
-def main_table(records, profile: str = "full", datasets=None, ssms=None) -> "pd.DataFrame":
-    """The main table, read from run records: one row per data set × SSM × model (blocks × loops)
-    of ``main_grid(profile)``, and one MiniRocket row per data set.
-
-    ``none``: test accuracy (mean ± std over seeds, points) without reshaping; ``reshaped``: with
-    the data set's reshaping at the chunk chosen by mean validation accuracy among the candidates
-    that have records (``chunk``; ``chunks_run`` says how many of the candidates that is). A cell
-    without records reads "not yet run", and ``command`` is the grid command that makes the row's
-    missing records (it resumes). ``device`` lists where the row's records were made. Numeric
-    columns ``none_mean``, ``none_std``, ``reshaped_mean``, ``reshaped_std`` are for charts."""
-    import pandas as pd
-
-    specs = main_grid(profile, datasets, ssms)
-    n_seeds = len(specs[0].seeds) if specs else 0
-    df = records if isinstance(records, pd.DataFrame) else R.read_records(records)
-    if not df.empty:
-        df = R.select(df, {"tag": "main", "profile": profile, "protocol": "paper"})
-    rows = []
-    for name in dict.fromkeys(s.dataset for s in specs):
-        d_ds = df[df["dataset"] == name] if not df.empty else df
-        base = d_ds[d_ds["ssm"] == "minirocket"] if not d_ds.empty else d_ds
-        cell = _cell(base, n_seeds)
-        rows.append({"dataset": name, "ssm": "minirocket", "model": "—", "none": cell["text"],
-                     "reshaped": "—", "chunk": None, "chunks_run": "—", "none_mean": cell["mean"],
-                     "none_std": cell["std"], "reshaped_mean": float("nan"), "reshaped_std": float("nan"),
-                     "device": ",".join(sorted(set(base["device"]))) if cell["n"] else "",
-                     "command": "" if cell["n"] >= n_seeds else
-                     f"python -m lib.baseline --dataset {name} --seeds {n_seeds} --out data/results/baseline.jsonl"})
-        for ssm in dict.fromkeys(s.ssm for s in specs if s.dataset == name):
-            mine = [s for s in specs if s.dataset == name and s.ssm == ssm]
-            for blocks, loops in dict.fromkeys((s.blocks, s.loops) for s in mine):
-                d = d_ds[(d_ds["ssm"] == ssm) & (d_ds["blocks"] == blocks) & (d_ds["loops"] == loops)
-                         & (d_ds["hidden"] == mine[0].hidden)] if not d_ds.empty else d_ds
-                none = _cell(d[d["reshape"] == "none"] if not d.empty else d, n_seeds)
-                candidates = [s.chunk for s in mine if (s.blocks, s.loops) == (blocks, loops) and s.reshape != "none"]
-                resh = d[d["reshape"] != "none"] if not d.empty else d
-                chunk = None
-                if not resh.empty:
-                    best = R.best_by_validation(resh, over=("reshape", "chunk", "order"))
-                    chunk = int(best["chunk"].iloc[0])
-                    rcell = _cell(best, n_seeds)
-                else:
-                    rcell = _cell(resh, n_seeds)
-                n_chunks = int(resh["chunk"].nunique()) if not resh.empty else 0
-                complete = (none["n"] >= n_seeds and not resh.empty
-                            and all((resh[resh["chunk"] == c]["seed"].nunique() >= n_seeds) for c in candidates))
-                rows.append({"dataset": name, "ssm": ssm, "model": f"{blocks}×{loops}",
-                             "none": none["text"], "reshaped": rcell["text"], "chunk": chunk,
-                             "chunks_run": f"{n_chunks} of {len(candidates)}",
-                             "none_mean": none["mean"], "none_std": none["std"],
-                             "reshaped_mean": rcell["mean"], "reshaped_std": rcell["std"],
-                             "device": ",".join(sorted(set(d["device"]))) if not d.empty else "",
-                             "command": "" if complete else
-                             f"{grid_command('main', profile)} --datasets {name} --ssms {ssm}"})
-    cols = ["dataset", "ssm", "model", "none", "reshaped", "chunk", "chunks_run", "device", "command",
-            "none_mean", "none_std", "reshaped_mean", "reshaped_std"]
-    return pd.DataFrame(rows, columns=cols)
-
-
-def chunk_timesteps(dataset: str, reshape: str, chunk: int) -> int:
-    """A chunk in timesteps per step: ``concat`` chunks are timesteps; a ``rechunk`` row of ``chunk``
-    values holds ``chunk / C`` timesteps' worth (C: the data set's channels, ``DATASETS``).
-
-    A rechunk row that is not a whole number of timesteps (NATOPS's main-grid candidate 36 is 1.5
-    of its 24-channel timesteps) has no such reading: that is a ``ValueError``, not a rounded count."""
-    if reshape != "rechunk":
-        return int(chunk)
-    channels = DATASETS[dataset].channels
-    if int(chunk) % channels:
-        raise ValueError(f"rechunk chunk {chunk} is not a whole number of {dataset} timesteps "
-                         f"({channels} channels each); it cannot be read as timesteps per step")
-    return int(chunk) // channels
-
 
 def _rows(records) -> list:
     return records.to_dict("records") if hasattr(records, "to_dict") else list(records)

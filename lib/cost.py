@@ -1,0 +1,77 @@
+"""What a configuration costs on this CPU: seconds per seed-step = ``OVERHEAD_S`` + b[ssm] × depth × T'
+(``shared/notes/budget-protocol.md``), with b fitted on the records (``cost_model``), T' the model
+input's length (``input_length``, from the data's raw shape), and a configuration's expected
+core-seconds at its step cap (``cost_s``). The budget grid orders its runs by it (``lib.grid``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["OVERHEAD_S", "B_PRIOR", "raw_shape", "input_length", "cost_model", "cost_s"]
+
+
+#: seconds per seed-step = OVERHEAD_S + b[ssm] × depth × T' (``shared/notes/budget-protocol.md``);
+#: ``cost_model`` refits b on the records; these are the note's fits, used for an SSM without CPU records
+OVERHEAD_S = 5e-4
+B_PRIOR = {"s5": 138e-6, "lru": 210e-6, "linoss-im": 440e-6, "linoss-imex": 440e-6, "lrcssm": 79e-6}
+
+
+def raw_shape(name: str, ragged: str = "error") -> tuple:
+    """``(n_cases, T, C)`` of a data set's published train + test parts, read from the ``.npz`` headers
+    (nothing loaded); ``.ts`` sets are loaded (with the loader's ``ragged`` policy)."""
+    import zipfile
+
+    import numpy as np
+
+    from lib import data as D
+
+    for folder in D.data_folders():
+        path = Path(folder) / f"{name}.npz"
+        if path.exists():
+            shapes = {}
+            with zipfile.ZipFile(path) as z:
+                for part in ("X_train", "X_test"):
+                    with z.open(f"{part}.npy") as f:
+                        major, _ = np.lib.format.read_magic(f)
+                        read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+                        shapes[part] = read(f)[0]
+            return (shapes["X_train"][0] + shapes["X_test"][0], *shapes["X_train"][1:])
+    d = D.load_uea(name, ragged=ragged)
+    return (len(d.X_train) + len(d.X_test), d.length, d.channels)
+
+
+def input_length(spec) -> int:
+    """T', the model input's length after reshaping (``lib.reshape``), from the raw shape."""
+    import math
+
+    _, T, C = raw_shape(spec.dataset, spec.ragged)
+    if spec.reshape == "none":
+        return T
+    total = T if spec.reshape == "concat" else T * C
+    return math.ceil(total / spec.chunk) if spec.pad else total // spec.chunk
+
+
+def cost_model(records=()) -> dict:
+    """SSM → b (seconds per layer·timestep of one seed-step), the median over the CPU records'
+    programs of (wall − compile) / seed-steps − ``OVERHEAD_S``, divided by depth × T'; ``B_PRIOR``
+    where an SSM has no CPU records."""
+    import numpy as np
+
+    programs = {}
+    for r in records:
+        if r.get("device") != "cpu" or r.get("ssm") not in B_PRIOR or not r.get("steps"):
+            continue
+        k = (r["ssm"], r["command"], r["created"], r.get("wall_s"))
+        programs.setdefault(k, []).append(r)
+    per = {}
+    for (ssm, *_), rs in programs.items():
+        seed_steps = sum(r["steps"] for r in rs)
+        t = (rs[0]["wall_s"] - rs[0]["compile_s"]) / seed_steps
+        per.setdefault(ssm, []).append((t - OVERHEAD_S) / (rs[0]["depth"] * rs[0]["seq_len"]))
+    return {ssm: float(np.median(per[ssm])) if ssm in per else b for ssm, b in B_PRIOR.items()}
+
+
+def cost_s(spec, b: dict) -> float:
+    """Expected core-seconds of a configuration at its step cap (early stopping only lowers it)."""
+    per_step = OVERHEAD_S + b[spec.ssm] * spec.blocks * spec.loops * input_length(spec)
+    return per_step * spec.train_config().max_steps * len(spec.seeds)

@@ -1,0 +1,135 @@
+"""The book's tables of the grids, read from run records: the main table (``main_table``), the budget
+grid's coverage matrix (``budget_coverage``) and a chunk read in timesteps (``chunk_timesteps``).
+``lib.grid`` re-exports them; what a grid is, and which records are a grid's (``records_for``,
+``coverage``), is ``lib.grid``'s.
+"""
+from __future__ import annotations
+
+from lib import results as R
+from lib.cost import cost_model, cost_s
+from lib.datasets import DATASETS
+
+__all__ = ["NOT_RUN", "main_table", "chunk_timesteps", "budget_coverage"]
+
+NOT_RUN = "not yet run"
+
+
+def _cell(d: "pd.DataFrame", n_seeds: int) -> dict:
+    """mean ± std (points) of the records ``d`` of one configuration, and how many seeds they cover."""
+    if d.empty:
+        return {"text": NOT_RUN, "mean": float("nan"), "std": float("nan"), "n": 0}
+    pts = 100.0 * d["test_acc"].astype(float)
+    n = int(d["seed"].nunique())
+    text = f"{pts.mean():.2f} ± {pts.std(ddof=0):.2f}" + (f" ({n} of {n_seeds} seeds)" if n < n_seeds else "")
+    return {"text": text, "mean": float(pts.mean()), "std": float(pts.std(ddof=0)), "n": n}
+
+
+def main_table(records, profile: str = "full", datasets=None, ssms=None) -> "pd.DataFrame":
+    """The main table, read from run records: one row per data set × SSM × model (blocks × loops)
+    of ``main_grid(profile)``, and one MiniRocket row per data set.
+
+    ``none``: test accuracy (mean ± std over seeds, points) without reshaping; ``reshaped``: with
+    the data set's reshaping at the chunk chosen by mean validation accuracy among the candidates
+    that have records (``chunk``; ``chunks_run`` says how many of the candidates that is). A cell
+    without records reads "not yet run", and ``command`` is the grid command that makes the row's
+    missing records (it resumes). ``device`` lists where the row's records were made. Numeric
+    columns ``none_mean``, ``none_std``, ``reshaped_mean``, ``reshaped_std`` are for charts."""
+    import pandas as pd
+
+    from lib.grid import grid_command, main_grid
+
+    specs = main_grid(profile, datasets, ssms)
+    n_seeds = len(specs[0].seeds) if specs else 0
+    df = records if isinstance(records, pd.DataFrame) else R.read_records(records)
+    if not df.empty:
+        df = R.select(df, {"tag": "main", "profile": profile, "protocol": "paper"})
+    rows = []
+    for name in dict.fromkeys(s.dataset for s in specs):
+        d_ds = df[df["dataset"] == name] if not df.empty else df
+        base = d_ds[d_ds["ssm"] == "minirocket"] if not d_ds.empty else d_ds
+        cell = _cell(base, n_seeds)
+        rows.append({"dataset": name, "ssm": "minirocket", "model": "—", "none": cell["text"],
+                     "reshaped": "—", "chunk": None, "chunks_run": "—", "none_mean": cell["mean"],
+                     "none_std": cell["std"], "reshaped_mean": float("nan"), "reshaped_std": float("nan"),
+                     "device": ",".join(sorted(set(base["device"]))) if cell["n"] else "",
+                     "command": "" if cell["n"] >= n_seeds else
+                     f"python -m lib.baseline --dataset {name} --seeds {n_seeds} --out data/results/baseline.jsonl"})
+        for ssm in dict.fromkeys(s.ssm for s in specs if s.dataset == name):
+            mine = [s for s in specs if s.dataset == name and s.ssm == ssm]
+            for blocks, loops in dict.fromkeys((s.blocks, s.loops) for s in mine):
+                d = d_ds[(d_ds["ssm"] == ssm) & (d_ds["blocks"] == blocks) & (d_ds["loops"] == loops)
+                         & (d_ds["hidden"] == mine[0].hidden)] if not d_ds.empty else d_ds
+                none = _cell(d[d["reshape"] == "none"] if not d.empty else d, n_seeds)
+                candidates = [s.chunk for s in mine if (s.blocks, s.loops) == (blocks, loops) and s.reshape != "none"]
+                resh = d[d["reshape"] != "none"] if not d.empty else d
+                chunk = None
+                if not resh.empty:
+                    best = R.best_by_validation(resh, over=("reshape", "chunk", "order"))
+                    chunk = int(best["chunk"].iloc[0])
+                    rcell = _cell(best, n_seeds)
+                else:
+                    rcell = _cell(resh, n_seeds)
+                n_chunks = int(resh["chunk"].nunique()) if not resh.empty else 0
+                complete = (none["n"] >= n_seeds and not resh.empty
+                            and all((resh[resh["chunk"] == c]["seed"].nunique() >= n_seeds) for c in candidates))
+                rows.append({"dataset": name, "ssm": ssm, "model": f"{blocks}×{loops}",
+                             "none": none["text"], "reshaped": rcell["text"], "chunk": chunk,
+                             "chunks_run": f"{n_chunks} of {len(candidates)}",
+                             "none_mean": none["mean"], "none_std": none["std"],
+                             "reshaped_mean": rcell["mean"], "reshaped_std": rcell["std"],
+                             "device": ",".join(sorted(set(d["device"]))) if not d.empty else "",
+                             "command": "" if complete else
+                             f"{grid_command('main', profile)} --datasets {name} --ssms {ssm}"})
+    cols = ["dataset", "ssm", "model", "none", "reshaped", "chunk", "chunks_run", "device", "command",
+            "none_mean", "none_std", "reshaped_mean", "reshaped_std"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def chunk_timesteps(dataset: str, reshape: str, chunk: int) -> int:
+    """A chunk in timesteps per step: ``concat`` chunks are timesteps; a ``rechunk`` row of ``chunk``
+    values holds ``chunk / C`` timesteps' worth (C: the data set's channels, ``DATASETS``).
+
+    A rechunk row that is not a whole number of timesteps (NATOPS's main-grid candidate 36 is 1.5
+    of its 24-channel timesteps) has no such reading: that is a ``ValueError``, not a rounded count."""
+    if reshape != "rechunk":
+        return int(chunk)
+    channels = DATASETS[dataset].channels
+    if int(chunk) % channels:
+        raise ValueError(f"rechunk chunk {chunk} is not a whole number of {dataset} timesteps "
+                         f"({channels} channels each); it cannot be read as timesteps per step")
+    return int(chunk) // channels
+
+
+def budget_coverage(records, profile: str = "budget") -> "pd.DataFrame":
+    """The budget grid as a matrix: one row per data set × input, one column per SSM × model, each
+    cell "n/5" (seeds recorded; "·" for none; "" where the grid has no such cell); plus the row's
+    core-hours spent (records' ``wall_s``, one program per configuration) and its estimate left."""
+    import pandas as pd
+
+    from lib.grid import MAIN_SSMS, PILOT_TAG, REPO, _rows, budget_grid, records_for
+
+    recs = [r for r in _rows(records) if r.get("profile") == profile]
+    specs = budget_grid(profile, records=recs)
+    got = records_for(specs, recs)
+    have = {}
+    for r in got.to_dict("records"):
+        have.setdefault(R.training_key(r), r)
+    b = cost_model(list(R.iter_records(str(REPO / "data" / "results" / "*.jsonl"), validate=False)))
+    rows = {}
+    for s in specs:
+        key = (s.dataset, "none" if s.reshape == "none" else f"{s.reshape}/{s.chunk}")
+        row = rows.setdefault(key, {"data set": s.dataset, "input": key[1], "core-h spent": 0.0, "core-h left": 0.0})
+        seen = [have.get(R.training_key(s.training_fields(x))) for x in s.seeds]
+        n = sum(r is not None for r in seen)
+        col = "pilot" if s.tag == PILOT_TAG else s.ssm
+        mark = "✓" if n == len(s.seeds) else f"{n}/{len(s.seeds)}" if n else "·"
+        row[col] = (row.get(col, "") + " " + f"{s.blocks}×{s.loops} {mark}").strip()
+        if n:
+            row["core-h spent"] += max(r["wall_s"] for r in seen if r is not None) / 3600
+        if n < len(s.seeds):
+            row["core-h left"] += cost_s(s, b) / 3600
+    df = pd.DataFrame(list(rows.values())).fillna("")
+    cols = ["data set", "input"] + [c for c in (*MAIN_SSMS, "pilot") if c in df.columns] + ["core-h spent",
+                                                                                           "core-h left"]
+    df = df.sort_values(["data set", "input"], key=lambda c: c.map(lambda v: (v != "none", str(v))))
+    return df[cols].round(2).reset_index(drop=True) if len(df) else df
