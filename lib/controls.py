@@ -49,6 +49,7 @@ def controls_grid(profile: str = "budget", datasets=None, ssms=None, *, records=
     if records is None:
         path = G.default_out("budget", profile)
         records = list(R.iter_records(path, validate=False)) if __import__("os").path.exists(path) else []
+    records = records.to_dict("records") if isinstance(records, pd.DataFrame) else list(records)
     chosen = G.budget_chunks(records, profile)
     specs = []
     for name in CONTROL_SETS:
@@ -191,3 +192,44 @@ def control_table(df: pd.DataFrame, profile: str = "budget", *, n_boot: int = C.
                            verdict=verdict))
     return per_set, pd.DataFrame(pooled, columns=["control", "comparison", "ssm", "mean", "lo", "hi", "n_sets", "sets",
                                                   "flagged", "verdict"])
+
+
+def _fmt(r) -> str:
+    return f"{r['mean']:+.2f} [{r['lo']:+.2f}, {r['hi']:+.2f}]"
+
+
+def reading(pooled: pd.DataFrame) -> list:
+    """One sentence per SSM and control saying what the pooled comparisons say about why looping
+    matches, computed from ``control_table``'s pooled rows (an interval containing 0: no detectable
+    difference); fewer than ``lib.claims.MIN_SETS`` sets is said to be indicative only."""
+    out = []
+    for ssm, g in pooled.groupby("ssm", sort=True):
+        p = {r["comparison"]: r for r in g.to_dict("records") if r["n_sets"] > 0}
+
+        def few(r):
+            return "" if r["n_sets"] >= C.MIN_SETS else f" (on {r['n_sets']} set(s), under {C.MIN_SETS}: indicative only)"
+
+        tl, ts = p.get("tied standard − looped"), p.get("tied standard − standard")
+        if tl and ts:
+            near_l, near_s = tl["lo"] <= 0 <= tl["hi"], ts["lo"] <= 0 <= ts["hi"]
+            if near_l and not near_s:
+                text = "ends with the looped model it starts as: the starting point carries the difference"
+            elif near_s and not near_l:
+                text = ("ends with the standard model: what sets the looped model apart is that its blocks stay tied "
+                        "while it trains, not where they start")
+            else:
+                text = ("cannot be placed: its intervals against both models " +
+                        ("contain 0" if near_l and near_s else "exclude 0") + "")
+            out.append(f"{ssm}, tied initialisation ({tl['sets']}): the standard model started as the looped one "
+                       f"{text}; tied − looped {_fmt(tl)}, tied − standard {_fmt(ts)} points{few(tl)}.")
+        lr = p.get("looped − standard, each at its best rate")
+        if lr:
+            out.append(f"{ssm}, learning rate per model ({lr['sets']}): with each model at its best rate on validation, "
+                       f"C1 {lr['verdict']} (looped − standard {_fmt(lr)} points){few(lr)}.")
+        inj = p.get("looped with injection − looped")
+        if inj:
+            effect = ("helps the looped model" if inj["lo"] > 0 else "hurts the looped model" if inj["hi"] < 0
+                      else "makes no difference the interval can detect")
+            out.append(f"{ssm}, input injection ({inj['sets']}): adding the input at every iteration {effect} "
+                       f"({_fmt(inj)} points){few(inj)}.")
+    return out

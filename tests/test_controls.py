@@ -111,3 +111,21 @@ def test_the_learning_rate_is_chosen_only_once_every_rate_is_there():
     df = df[~((df["lr"] == 3e-3) & (df["blocks"] == 1))]  # the looped model's 3e-3 runs are missing
     per_set, pooled = K.control_table(df, n_boot=200)
     assert "looped − standard, each at its best rate" not in set(per_set["comparison"])
+
+
+def test_the_reading_follows_the_numbers():
+    _, pooled = K.control_table(_records(), n_boot=500)
+    text = " ".join(K.reading(pooled))
+    # tied − looped = +2, tied − standard = +3 on every seed: both intervals exclude 0
+    assert "cannot be placed: its intervals against both models exclude 0" in text
+    assert "C1 holds (looped − standard +0.50" in text
+    assert "hurts the looped model (-3.00" in text
+    assert "indicative only" not in text  # three sets
+
+
+def test_a_tied_start_that_ends_with_the_looped_model_is_read_so():
+    df = _records()
+    tied = df["tag"] == K.TAGS["tied"]
+    df.loc[tied, "test_acc"] = df.loc[tied, "test_acc"] - 0.02  # now equal to the looped model, seed by seed
+    _, pooled = K.control_table(df, n_boot=500)
+    assert any("ends with the looped model it starts as" in line for line in K.reading(pooled))
