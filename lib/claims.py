@@ -188,7 +188,8 @@ def claim_pairs(d: pd.DataFrame, claim: str) -> pd.DataFrame:
     parts = [p for p in parts if not p.empty]
     if not parts:
         return pd.DataFrame(columns=["dataset", "seed", "a", "b", "diff", "input", "part"])
-    return pd.concat(parts, ignore_index=True)[["dataset", "seed", "a", "b", "diff", "input", "part"]]
+    out = pd.concat(parts, ignore_index=True)[["dataset", "seed", "a", "b", "diff", "input", "part"]]
+    return out.astype({"a": float, "b": float, "diff": float})  # an empty part's columns are objects
 
 
 def _chance(d: pd.DataFrame, name: str) -> float:
