@@ -1,5 +1,7 @@
-"""What a configuration costs on this CPU: seconds per seed-step = ``OVERHEAD_S`` + b[ssm] × depth × T'
-(``shared/notes/budget-protocol.md``), with b fitted on the records (``cost_model``), T' the model
+"""What a configuration costs on this CPU, in core-seconds at its step cap.
+
+Seconds per seed-step = ``OVERHEAD_S`` + b[ssm] × depth × T' (``shared/notes/budget-protocol.md``),
+with b fitted on the records (``cost_model``), T' the model
 input's length (``input_length``, from the data's raw shape), and a configuration's expected
 core-seconds at its step cap (``cost_s``). The budget grid orders its runs by it (``lib.grid``).
 """

@@ -1,5 +1,7 @@
-"""The book's tables of the grids, read from run records: the main table (``main_table``), the budget
-grid's coverage matrix (``budget_coverage``) and a chunk read in timesteps (``chunk_timesteps``).
+"""The book's tables of the grids, read from run records.
+
+The main table (``main_table``), the budget grid's coverage matrix (``budget_coverage``) and a chunk
+read in timesteps (``chunk_timesteps``).
 ``lib.grid`` re-exports them; what a grid is, and which records are a grid's (``records_for``,
 ``coverage``), is ``lib.grid``'s.
 """
