@@ -32,36 +32,104 @@ from lib.provenance import git_commit, versions  # noqa: E402  (one implementati
 from lib.store import flat_arrays, load_state, params_path, save_state  # noqa: E402,F401  (one home: lib.store)
 
 
+# ---- the run fields: one table, from which RunSpec, its command line, the parser and the key derive ----
+class _Required:
+    def __repr__(self):
+        return "required"
+
+
+_REQUIRED = _Required()  # a field without a default
+
+
 @dataclasses.dataclass(frozen=True)
-class RunSpec:
-    """One configuration: the data pipeline, the model, the optimisation and where it came from."""
+class RunField:
+    """One setting of a run. ``flag``: its ``lib.run`` flag (``kind`` "bool": a switch); ``default``:
+    RunSpec's default, which ``RunSpec.command`` leaves out (``_REQUIRED``: always written);
+    ``cli_default``: the flag's default where it differs (None: the profile decides); ``shown``:
+    RunSpec → whether the command writes the flag (default: value != default); ``choices``: a
+    tuple, or a function giving one when the parser is built (registries as they are then)."""
 
-    dataset: str
-    ssm: str
-    blocks: int
-    loops: int
-    reshape: str = "none"
-    chunk: int = 1
-    order: str = "time"
-    pad: bool = False
-    protocol: str = "paper"
-    seeds: tuple = (2345, 3456, 4567, 5678, 6789)
-    hidden: int = 64
-    state: int = 64
-    lr: float | None = None
-    batch_size: int = 32
-    max_steps: int | None = None
-    eval_every: int | None = None
-    patience: int | None = None
-    time_channel: bool = False
-    standardize: bool = False
-    input_injection: bool = False
-    profile: str = "full"
-    tag: str = "main"
-    ssm_options: tuple = ()
-    ragged: str = "error"
-    init: str = "default"
+    name: str
+    flag: str
+    kind: type
+    default: object = _REQUIRED
+    help: str | None = None
+    choices: object = None
+    cli_default: object = _REQUIRED
+    shown: object = None
 
+
+def _reshaped(spec) -> bool:
+    return spec.reshape != "none"
+
+
+def _profile_value(name):
+    """Shown where the value differs from the profile's (``lib.profiles``)."""
+    def shown(spec):
+        from lib.profiles import PROFILES
+
+        return getattr(spec, name) != PROFILES[spec.profile][name]
+    return shown
+
+
+def _set(name):
+    return lambda spec: getattr(spec, name) is not None
+
+
+def _choices(module: str, name: str):
+    def get():
+        import importlib
+
+        return tuple(getattr(importlib.import_module(module), name))
+    return get
+
+
+#: every setting of a run, in the order ``RunSpec.command`` writes them. ``seeds`` (``--seeds N`` or
+#: ``--seed-list``) and ``ssm_options`` (repeated ``--ssm-option KEY=VALUE``) have their own syntax.
+RUN_FIELDS = (
+    RunField("dataset", "--dataset", str, help="UEA data set name (python -m lib.datasets --list)"),
+    RunField("ssm", "--ssm", str, choices=_choices("lib.ssm", "SSMS"), help="SSM in the registry lib.ssm.SSMS"),
+    RunField("blocks", "--blocks", int, cli_default=1, help="unique blocks k (default 1)"),
+    RunField("loops", "--loops", int, cli_default=6, help="times the k blocks are applied (default 6)"),
+    RunField("reshape", "--reshape", str, "none", choices=_choices("lib.schema", "RESHAPES"), shown=_reshaped),
+    RunField("chunk", "--chunk", int, 1, shown=_reshaped),
+    RunField("order", "--order", str, "time", choices=_choices("lib.schema", "ORDERS"),
+             shown=lambda s: _reshaped(s) and s.order != "time"),
+    RunField("pad", "--pad", bool, False, help="zero-pad the end when the chunk does not divide the length",
+             shown=lambda s: _reshaped(s) and s.pad),
+    RunField("protocol", "--protocol", str, "paper", choices=_choices("lib.data", "PROTOCOLS")),
+    RunField("seeds", "--seeds", tuple, (2345, 3456, 4567, 5678, 6789),
+             help="the first N of the paper's seeds 2345..6789", shown=lambda s: True),
+    RunField("profile", "--profile", str, "full", choices=_choices("lib.profiles", "PROFILE_NAMES"),
+             help="training profile (lib.profiles): full = the paper's protocol, budget = its truncation "
+                  "that fits a CPU, smoke = a pipeline check"),
+    RunField("hidden", "--hidden", int, 64, cli_default=None, shown=_profile_value("hidden")),
+    RunField("state", "--state", int, 64, cli_default=None, shown=_profile_value("state")),
+    RunField("lr", "--lr", float, None, help="default: the SSM's rate in the registry (lib.ssm.SSMS)"),
+    RunField("max_steps", "--max-steps", int, None),
+    RunField("eval_every", "--eval-every", int, None),
+    RunField("patience", "--patience", int, None),
+    RunField("batch_size", "--batch-size", int, 32),
+    RunField("time_channel", "--time", bool, False, help="prepend the time channel (peers' option)"),
+    RunField("standardize", "--standardize", bool, False, help="per-channel standardisation fitted on train"),
+    RunField("input_injection", "--input-injection", bool, False,
+             help="add the encoded input before every block application but the first"),
+    RunField("ragged", "--ragged", str, "error", choices=_choices("lib.data", "RAGGED_POLICIES"),
+             help="unequal series lengths: refuse (error), repeat the last observation up to the longest "
+                  "(pad), or cut to the shortest (truncate); recorded in the record"),
+    RunField("init", "--init", str, "default", choices=_choices("lib.schema", "INITS"),
+             help="tied: start a standard model (loops 1) as the looped 1×k model of the same seed, untied "
+                  "(issue 21's control)"),
+    RunField("tag", "--tag", str, "main"),
+    RunField("ssm_options", "--ssm-option", tuple, (),
+             help="extra SSM layer option, e.g. ssm_blocks=4 (repeatable)"),
+)
+RUN_FIELD = {f.name: f for f in RUN_FIELDS}
+#: the key fields whose record value is the resolved optimisation setting (``train_config``), not the flag
+_RESOLVED = ("lr", "batch_size", "max_steps", "eval_every", "patience")
+
+
+class _RunSpecMethods:
     def train_config(self):
         from lib.train import train_config
 
@@ -69,16 +137,22 @@ class RunSpec:
                             max_steps=self.max_steps, eval_every=self.eval_every, patience=self.patience)
 
     def key_fields(self, seed: int) -> dict:
-        """The record's ``lib.results.KEY_FIELDS`` for ``seed``: everything that changes what is
-        trained (the resolved optimisation settings, not the flags that asked for them), and ``tag``."""
+        """The record's ``lib.schema.KEY_FIELDS`` for ``seed``, in that order: everything that changes
+        what is trained (the resolved optimisation settings, not the flags that asked for them), and ``tag``."""
+        from lib.schema import KEY_FIELDS
+
         cfg = self.train_config()
-        return dict(dataset=self.dataset, ssm=self.ssm, blocks=self.blocks, loops=self.loops,
-                    reshape=self.reshape, chunk=self.chunk, order=self.order, pad=self.pad, protocol=self.protocol,
-                    ragged=self.ragged, seed=int(seed), lr=cfg.lr, hidden=self.hidden, state=self.state,
-                    batch_size=cfg.batch_size, max_steps=cfg.max_steps, eval_every=cfg.eval_every,
-                    patience=cfg.patience, time_channel=self.time_channel, standardize=self.standardize,
-                    input_injection=self.input_injection, ssm_options=dict(self.ssm_options),
-                    init=self.init, profile=self.profile, tag=self.tag)
+        out = {}
+        for name in KEY_FIELDS:
+            if name == "seed":
+                out[name] = int(seed)
+            elif name in _RESOLVED:
+                out[name] = getattr(cfg, name)
+            elif name == "ssm_options":
+                out[name] = dict(self.ssm_options)
+            else:
+                out[name] = getattr(self, name)
+        return out
 
     def training_fields(self, seed: int) -> dict:
         """``key_fields`` (``lib.results.training_key`` ignores ``tag``: two grids' specs with equal
@@ -86,51 +160,39 @@ class RunSpec:
         return self.key_fields(seed)
 
     def command(self, out: str | None = None) -> str:
-        """The ``python -m lib.run`` command line that runs exactly this configuration."""
-        args = ["python", "-m", "lib.run", "--dataset", self.dataset, "--ssm", self.ssm,
-                "--blocks", str(self.blocks), "--loops", str(self.loops)]
-        if self.reshape != "none":
-            args += ["--reshape", self.reshape, "--chunk", str(self.chunk)]
-            if self.order != "time":
-                args += ["--order", self.order]
-            if self.pad:
-                args += ["--pad"]
-        if self.protocol != "paper":
-            args += ["--protocol", self.protocol]
+        """The ``python -m lib.run`` command line that runs exactly this configuration: every field of
+        ``RUN_FIELDS`` in its order, where it differs from its default."""
         from lib.data import PAPER_SEEDS
 
-        if tuple(self.seeds) == tuple(PAPER_SEEDS[: len(self.seeds)]):
-            args += ["--seeds", str(len(self.seeds))]
-        else:
-            args += ["--seed-list", ",".join(map(str, self.seeds))]
-        if self.profile != "full":
-            args += ["--profile", self.profile]
-        from lib.profiles import PROFILES
-
-        profile = PROFILES[self.profile]
-        for flag, value, default in (("--hidden", self.hidden, profile["hidden"]),
-                                     ("--state", self.state, profile["state"]), ("--lr", self.lr, None),
-                                     ("--max-steps", self.max_steps, None), ("--eval-every", self.eval_every, None),
-                                     ("--patience", self.patience, None)):
-            if value is not None and value != default:  # a flag only where it differs from the profile
-                args += [flag, str(value)]
-        if self.batch_size != 32:
-            args += ["--batch-size", str(self.batch_size)]
-        for flag, on in (("--time", self.time_channel), ("--standardize", self.standardize),
-                         ("--input-injection", self.input_injection)):
-            if on:
-                args.append(flag)
-        if self.ragged != "error":
-            args += ["--ragged", self.ragged]
-        if self.init != "default":
-            args += ["--init", self.init]
-        if self.tag != "main":
-            args += ["--tag", self.tag]
-        for k, v in self.ssm_options:
-            args += ["--ssm-option", f"{k}={v}"]
+        args = ["python", "-m", "lib.run"]
+        for f in RUN_FIELDS:
+            value = getattr(self, f.name)
+            if not (f.shown(self) if f.shown else (f.default is _REQUIRED or value != f.default)):
+                continue
+            if f.name == "seeds":
+                args += (["--seeds", str(len(value))] if tuple(value) == tuple(PAPER_SEEDS[: len(value)])
+                         else ["--seed-list", ",".join(map(str, value))])
+            elif f.name == "ssm_options":
+                for k, v in value:
+                    args += [f.flag, f"{k}={v}"]
+            elif f.kind is bool:
+                args.append(f.flag)
+            else:
+                args += [f.flag, str(value)]
         if out:
             args += ["--out", out]
         return shlex.join(args)
+
+
+RunSpec = dataclasses.make_dataclass(
+    "RunSpec",
+    [(f.name, f.kind if f.default is not None else f.kind | None) if f.default is _REQUIRED else
+     (f.name, f.kind if f.default is not None else f.kind | None, dataclasses.field(default=f.default))
+     for f in sorted(RUN_FIELDS, key=lambda f: f.default is not _REQUIRED)],  # required fields first
+    bases=(_RunSpecMethods,), frozen=True,
+    namespace={"__module__": __name__,
+               "__doc__": "One configuration: the data pipeline, the model, the optimisation and where it came "
+                          "from. Its fields are ``RUN_FIELDS``."})
 
 
 def load_splits(spec: RunSpec, data_folder=None):
@@ -263,45 +325,27 @@ def run(spec: RunSpec, out: str | Path | None = None, *, data_folder=None, save_
 
 
 def parser() -> argparse.ArgumentParser:
-    from lib.data import RAGGED_POLICIES
-    from lib.schema import INITS
-    from lib.profiles import PROFILE_NAMES
-    from lib.ssm import SSMS
-
     p = argparse.ArgumentParser(prog="python -m lib.run", description=__doc__.split("\n\n")[0])
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--ssm", required=True, choices=tuple(SSMS))  # the registry as it is now
-    p.add_argument("--blocks", type=int, default=1, help="unique blocks k (default 1)")
-    p.add_argument("--loops", type=int, default=6, help="times the k blocks are applied (default 6)")
-    p.add_argument("--reshape", default="none", choices=("none", "concat", "rechunk"))
-    p.add_argument("--chunk", type=int, default=1)
-    p.add_argument("--order", default="time", choices=("time", "feature"))
-    p.add_argument("--pad", action="store_true", help="zero-pad the end when the chunk does not divide the length")
-    p.add_argument("--protocol", default="paper", choices=("paper", "archive"))
-    p.add_argument("--seeds", type=int, default=5, help="the first N of the paper's seeds 2345..6789")
-    p.add_argument("--seed-list", default=None, help="explicit comma-separated seeds (overrides --seeds)")
-    p.add_argument("--profile", default="full", choices=PROFILE_NAMES,
-                   help="training profile (lib.profiles): full = the paper's protocol, budget = its truncation "
-                        "that fits a CPU, smoke = a pipeline check")
-    p.add_argument("--hidden", type=int, default=None)
-    p.add_argument("--state", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None, help="default: the SSM's rate in the registry (lib.ssm.SSMS)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-steps", type=int, default=None)
-    p.add_argument("--eval-every", type=int, default=None)
-    p.add_argument("--patience", type=int, default=None)
-    p.add_argument("--time", action="store_true", help="prepend the time channel (peers' option)")
-    p.add_argument("--standardize", action="store_true", help="per-channel standardisation fitted on train")
-    p.add_argument("--input-injection", action="store_true")
-    p.add_argument("--ssm-option", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra SSM layer option, e.g. ssm_blocks=4 (repeatable)")
-    p.add_argument("--ragged", default="error", choices=RAGGED_POLICIES,
-                   help="unequal series lengths: refuse (error), repeat the last observation up to the longest "
-                        "(pad), or cut to the shortest (truncate); recorded in the record")
-    p.add_argument("--init", default="default", choices=INITS,
-                   help="tied: start a standard model (loops 1) as the looped 1×k model of the same seed, untied "
-                        "(issue 21's control)")
-    p.add_argument("--tag", default="main")
+    for f in RUN_FIELDS:  # the run's settings, from the one table
+        kw = {"help": f.help} if f.help else {}
+        if f.name == "seeds":
+            p.add_argument("--seeds", type=int, default=len(f.default), **kw)
+            p.add_argument("--seed-list", default=None, help="explicit comma-separated seeds (overrides --seeds)")
+            continue
+        if f.name == "ssm_options":
+            p.add_argument(f.flag, dest=f.name, action="append", default=[], metavar="KEY=VALUE", **kw)
+            continue
+        if f.kind is bool:
+            p.add_argument(f.flag, dest=f.name, action="store_true", **kw)
+            continue
+        if f.choices is not None:
+            kw["choices"] = f.choices() if callable(f.choices) else f.choices
+        default = f.default if f.cli_default is _REQUIRED else f.cli_default
+        if default is _REQUIRED:
+            kw["required"] = True
+        else:
+            kw["default"] = default
+        p.add_argument(f.flag, dest=f.name, type=f.kind, **kw)
     p.add_argument("--data-dir", default=None, help="folder with NAME.npz or NAME_TRAIN.ts/NAME_TEST.ts")
     p.add_argument("--out", default="data/results/dev.jsonl")
     p.add_argument("--save-params", default=None, metavar="DIR")
@@ -357,7 +401,7 @@ def spec_from_args(a) -> RunSpec:
             raise ValueError(f"--seeds must be between 1 and {len(PAPER_SEEDS)}, got {a.seeds}")
         seeds = tuple(PAPER_SEEDS[: a.seeds])
     opts = []
-    for item in a.ssm_option:
+    for item in a.ssm_options:
         if "=" not in item:
             raise ValueError(f"--ssm-option must look like KEY=VALUE, got {item!r}")
         k, v = item.split("=", 1)
@@ -376,13 +420,11 @@ def spec_from_args(a) -> RunSpec:
         raise ValueError(f"--seed-list names a seed twice: {a.seed_list}")
     if a.init == "tied" and a.loops != 1:
         raise ValueError(f"--init tied starts a standard model as a looped one untied: it needs --loops 1, got {a.loops}")
-    return RunSpec(dataset=a.dataset, ssm=a.ssm, blocks=a.blocks, loops=a.loops, reshape=a.reshape, chunk=a.chunk,
-                   order=a.order, pad=a.pad, protocol=a.protocol, seeds=seeds,
-                   hidden=prof["hidden"] if a.hidden is None else a.hidden,
-                   state=prof["state"] if a.state is None else a.state, lr=a.lr,
-                   batch_size=a.batch_size, max_steps=a.max_steps, eval_every=a.eval_every, patience=a.patience,
-                   time_channel=a.time, standardize=a.standardize, input_injection=a.input_injection,
-                   profile=a.profile, tag=a.tag, ssm_options=tuple(sorted(opts)), ragged=a.ragged, init=a.init)
+    values = {f.name: getattr(a, f.name) for f in RUN_FIELDS if f.name not in ("seeds", "ssm_options")}
+    values.update(seeds=seeds, ssm_options=tuple(sorted(opts)),
+                  hidden=prof["hidden"] if a.hidden is None else a.hidden,
+                  state=prof["state"] if a.state is None else a.state)
+    return RunSpec(**values)
 
 
 def strip_flag(argv: list, flag: str) -> list:
