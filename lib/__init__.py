@@ -21,8 +21,9 @@ _LAZY = {
     "SSM_NAMES": "lib.ssm",
     "make_ssm": "lib.ssm",
 }
-_SUBMODULES = {"reshape", "scan", "ssm", "model", "datasets", "data", "train", "results", "run", "grid", "launch",
-               "baseline", "viz", "theory", "looping", "book", "bench"}
+_SUBMODULES = {"reshape", "scan", "ssm", "model", "datasets", "uea", "data", "train", "store", "profiles", "schema",
+               "records", "provenance", "stats", "claims", "controls", "results", "run", "grid", "launch", "cost",
+               "tables", "baseline", "viz", "theory", "looping", "book", "bench"}
 
 __all__ = sorted(_LAZY) + sorted(_SUBMODULES)
 
