@@ -52,6 +52,8 @@ PASSED_ENV = ("LOOPED_SSM_UEA_DIR", "LOOPED_SSM_DATA_DIR", "LOOPED_SSM_CKPT_DIR"
 EXCLUDES = [".git", ".venv", "_build", ".build", "_vendor", "node_modules", ".ckpt", "data/results",
             "data/params", "chapters/*.ipynb", "**/__pycache__"]
 LAUNCHERS = ("ray", "local")
+#: where the budget grid keeps every seed's model of its looped cells (for the Looping chapter's analyses)
+BUDGET_PARAMS = "data/params/budget"
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -76,7 +78,7 @@ def worker_env(gpu: bool) -> dict:
 
 
 def train_task(spec, *, save_params: bool, command: str, deadline: float | None, trained: frozenset,
-               repo: str | None = None) -> dict:
+               repo: str | None = None, save_seeds: str = "first") -> dict:
     """One configuration, in a Ray worker: ``lib.run.run`` without writing records (the driver does).
 
     Returns ``{"records": [...], "params": {file name: bytes}, "checkpoint": path}``, or
@@ -88,8 +90,8 @@ def train_task(spec, *, save_params: bool, command: str, deadline: float | None,
 
     folder = Path(tempfile.mkdtemp(prefix="looped-ssm-params-")) if save_params else None
     try:
-        recs = run(spec, None, save_params=folder, command=command, deadline=deadline, trained=trained,
-                   keep_checkpoint=True)
+        recs = run(spec, None, save_params=folder, save_seeds=save_seeds, command=command, deadline=deadline,
+                   trained=trained, keep_checkpoint=True)
     except Interrupted as e:
         return {"interrupted": str(e)}
     params = {}
@@ -194,7 +196,13 @@ class _Plan:
             save = "data/params"
         if self.a.grid == "main" and G.R.training_key(spec.training_fields(spec.seeds[0])) not in self.widget_models:
             save = None  # the main grid keeps only the models the widget grid reads from it
+        if self.a.grid == "budget" and spec.loops > 1:  # every seed of its looped cells (issue 21 §1)
+            return save or BUDGET_PARAMS
         return save if (spec.blocks == 1 and save) else None
+
+    def save_seeds(self, spec) -> str:
+        """Which seeds' models ``save_folder`` keeps: all of the budget grid's looped cells, else the first."""
+        return "all" if self.a.grid == "budget" and spec.loops > 1 else "first"
 
     def todo_seeds(self, spec) -> tuple:
         """The seeds of ``spec`` neither in the results file nor in another grid's records."""
@@ -230,8 +238,8 @@ def run_local(specs, a, out, shard, where) -> int:
         if plan.deadline is not None and time.time() >= plan.deadline:
             return plan.budget_reached()
         try:
-            recs = G.run(spec, out, save_params=plan.save_folder(spec), command=plan.command, deadline=plan.deadline,
-                       trained=plan.trained)
+            recs = G.run(spec, out, save_params=plan.save_folder(spec), save_seeds=plan.save_seeds(spec),
+                         command=plan.command, deadline=plan.deadline, trained=plan.trained)
         except (ValueError, OSError, IndexError, KeyError, zipfile.BadZipFile) as e:
             print(f"error in {spec.command(out)}: {cli_message(e)}", file=sys.stderr)
             return 2
@@ -279,8 +287,8 @@ def run_ray(specs, a, out, shard, where) -> int:
                     plan.report(counter[0], spec, [])
 
             def submit_kw(spec):
-                return dict(save_params=plan.save_folder(spec) is not None, command=plan.command,
-                            deadline=plan.deadline, trained=plan.trained)
+                return dict(save_params=plan.save_folder(spec) is not None, save_seeds=plan.save_seeds(spec),
+                            command=plan.command, deadline=plan.deadline, trained=plan.trained)
 
             def on_result(spec, result):
                 counter[0] += 1

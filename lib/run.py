@@ -252,6 +252,7 @@ def check_writable(path: str | Path, what: str = "the output") -> Path:
 
 
 def run(spec: RunSpec, out: str | Path | None = None, *, data_folder=None, save_params: str | Path | None = None,
+        save_seeds: str = "first",
         progress=None, command: str | None = None, checkpoint: str | Path | bool | None = True,
         deadline: float | None = None, trained: set | frozenset = frozenset(),
         keep_checkpoint: bool = False) -> list[dict]:
@@ -262,6 +263,8 @@ def run(spec: RunSpec, out: str | Path | None = None, *, data_folder=None, save_
     before it and raise ``lib.train.Interrupted`` (the checkpoint holds the progress).
     ``trained``: ``lib.results.training_key`` s recorded elsewhere (another grid's records of the
     same training, see ``lib.grid.records_for``); those seeds are not trained again.
+    ``save_params``: a folder for the trained model states (``lib.store.save_state``) of the first
+    seed (``save_seeds="first"``) or of every seed (``"all"``).
     ``keep_checkpoint``: leave the finished configuration's checkpoint for the caller to remove once
     it has stored the records (``lib.launch``: a Ray task returns them to the driver, which writes).
     Returns the new records (an empty list when every seed was already recorded)."""
@@ -315,7 +318,7 @@ def run(spec: RunSpec, out: str | Path | None = None, *, data_folder=None, save_
                    n_test=int(splits[0].X_test.shape[0]), data_source=";".join(map(str, ds.source)),
                    pipeline=splits[0].pipeline, segments=trainer.segments, history=r.history)
         records.append(rec)
-        if save_params is not None and r.seed == spec.seeds[0]:  # seed 0 only: small files
+        if save_params is not None and (save_seeds == "all" or r.seed == spec.seeds[0]):  # by default seed 0 only
             save_state(Path(save_params), rec, trainer, r.state, model_kwargs)
     if out is not None:
         Rs.append_records(out, records)

@@ -30,8 +30,11 @@ __all__ = ["params_path", "flat_arrays", "save_state", "load_state", "write_npz"
 
 # ---------------------------------------------------------------------------------- saved models
 def params_path(folder: Path, rec: dict) -> Path:
+    """``FOLDER/<data set>_<ssm>_b<k>x<L>_<reshape><chunk>_<protocol>[_<profile>]_s<seed>`` (no suffix):
+    the profile is named where it is not ``full`` (the older files' names are unchanged)."""
+    profile = rec.get("profile", "full")
     name = (f"{rec['dataset']}_{rec['ssm']}_b{rec['blocks']}x{rec['loops']}_{rec['reshape']}{rec['chunk']}"
-            f"_{rec['protocol']}_s{rec['seed']}")
+            f"_{rec['protocol']}{'' if profile == 'full' else '_' + profile}_s{rec['seed']}")
     return Path(folder) / name
 
 

@@ -190,3 +190,30 @@ def _ray_pids(tasks):
         for task in Path(f"/proc/{ppid}/task").iterdir():
             out.update(int(c) for c in (task / "children").read_text().split())
     return sorted(out - set(tasks))
+
+
+def test_the_budget_grid_keeps_every_seed_of_its_looped_cells(tmp_path):
+    """Issue 21 §1 analyses trained looped models of the budget grid: every seed of a looped cell is
+    saved (under data/params/budget, the profile in the name), a standard cell's are not."""
+    import argparse
+
+    from lib.launch import BUDGET_PARAMS, _Plan
+    from lib.run import RunSpec, run
+    from lib.store import params_path
+
+    a = argparse.Namespace(grid="budget", profile="budget", save_params=None, budget_min=None, out=None)
+    plan = _Plan([], a, str(tmp_path / "x.jsonl"), "")
+    looped = RunSpec(dataset="Tiny", ssm="s5", blocks=2, loops=3, profile="budget")
+    standard = RunSpec(dataset="Tiny", ssm="s5", blocks=6, loops=1, profile="budget")
+    assert (plan.save_folder(looped), plan.save_seeds(looped)) == (BUDGET_PARAMS, "all")
+    assert plan.save_folder(standard) is None
+    rec = dict(dataset="NATOPS", ssm="s5", blocks=1, loops=6, reshape="none", chunk=1, protocol="paper", seed=2345)
+    assert params_path(tmp_path, rec).name == "NATOPS_s5_b1x6_none1_paper_s2345"  # full profile: the old name
+    assert params_path(tmp_path, dict(rec, profile="budget")).name == "NATOPS_s5_b1x6_none1_paper_budget_s2345"
+    spec = RunSpec(dataset="Tiny", ssm="s5", blocks=1, loops=2, seeds=(2345, 3456), hidden=8, state=8,
+                   batch_size=4, max_steps=10, eval_every=5, profile="smoke")
+    fixtures = Path(__file__).parent / "fixtures"
+    run(spec, None, data_folder=fixtures, save_params=tmp_path / "p", save_seeds="all", progress=False,
+        checkpoint=False)
+    assert sorted(p.name for p in (tmp_path / "p").glob("*.npz")) == [
+        "Tiny_s5_b1x2_none1_paper_smoke_s2345.npz", "Tiny_s5_b1x2_none1_paper_smoke_s3456.npz"]
