@@ -185,8 +185,15 @@ def _stack(trees):
     return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
 
 
-def _select(tree, i):
-    return jax.tree.map(lambda x: x[i], tree)
+def _unstack(tree, n: int) -> list:
+    """The first ``n`` seeds of a stacked (possibly seed-sharded) tree, one unsharded tree each.
+
+    The tree comes to the host once and each seed's slice goes back to the default device: indexing a
+    sharded array instead would be a cross-device gather (an all-reduce) per leaf and seed, and on CPU
+    devices made with ``--xla_force_host_platform_device_count`` such eager collectives can wait on each
+    other's threads past XLA's rendezvous timeout when the machine is busy."""
+    host = jax.device_get(tree)
+    return [jax.tree.map(lambda x: jnp.asarray(x[i]), host) for i in range(n)]
 
 
 class Interrupted(Exception):
@@ -568,10 +575,11 @@ class MultiSeedTrainer:
                 bar.close()
         self.wall_s = before_s + time.perf_counter() - t_start  # includes compile_s
         pg.stopped_at[pg.stopped_at < 0] = pg.step
+        states = _unstack(best_state, S) if keep_state else [None] * S
         return [SeedResult(seed=self.seeds[s], val_acc=float(pg.best_val[s]), test_acc=float(pg.test_at_best[s]),
                            train_acc=float(pg.train_at_best[s]), best_step=int(pg.best_step[s]),
                            steps=int(pg.stopped_at[s]), history=pg.history[s],
-                           state=_select(best_state, s) if keep_state else None)
+                           state=states[s])
                 for s in range(S)]
 
     def _keep_best(self, best_state, improved, live):
