@@ -20,8 +20,9 @@ other training setting: ``lib.results.paired_differences``):
 Pooling: per data set the mean over seeds; over data sets the mean of those, with a 95 %
 interval from a hierarchical bootstrap (resample data sets, then seeds within each resampled
 set: ``hierarchical_ci``). A data set where both compared models are above ``CEILING`` % or both
-within ``CHANCE_BAND`` points of chance (100 / number of classes) is shown but flagged and left
-out of the pooled verdict. Profiles are never mixed: every function takes one profile.
+within ``CHANCE_BAND`` points of chance is shown but flagged and left out of the pooled verdict.
+Chance is the majority-class rate (``lib.data.majority_rate``: the accuracy of always answering the
+most frequent class), 100 / number of classes only for a data set whose files are not here. Profiles are never mixed: every function takes one profile.
 """
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ DELTA = 1.0
 C3_GAIN = 1.0
 #: a data set where both compared models average above this (%) is at the ceiling
 CEILING = 97.0
-#: ... or where both are within this many points of chance (100 / classes)
+#: ... or where both are within this many points of chance (the majority-class rate, ``chance_level``)
 CHANCE_BAND = 5.0
 LEVEL = 0.95
 N_BOOT = 10_000
@@ -95,7 +96,8 @@ COMMON = (f"Differences are paired by seed (same split) on records that agree in
           f"Per data set: the mean over seeds; pooled: the mean over data sets, {LEVEL:.0%} interval from a "
           f"hierarchical bootstrap ({N_BOOT} resamples: data sets, then seeds within each). Data sets "
           f"where both models average above {CEILING:g} % (ceiling) or within {CHANCE_BAND:g} points of "
-          f"chance are shown but left out of the pooled verdict. One profile per verdict.")
+          f"chance (the share of the most frequent class: what always answering it scores) are shown but "
+          f"left out of the pooled verdict. One profile per verdict.")
 
 
 def hierarchical_ci(groups, *, n: int = N_BOOT, seed: int = 0, level: float = LEVEL) -> tuple:
@@ -192,7 +194,14 @@ def claim_pairs(d: pd.DataFrame, claim: str) -> pd.DataFrame:
     return out.astype({"a": float, "b": float, "diff": float})  # an empty part's columns are objects
 
 
-def _chance(d: pd.DataFrame, name: str) -> float:
+def chance_level(d: pd.DataFrame, name: str) -> float:
+    """Data set ``name``'s chance level (%): its majority-class rate where its files are here, else
+    100 / the number of classes its records name."""
+    from lib.data import majority_rate
+
+    m = majority_rate(name)
+    if m is not None:
+        return 100.0 * m
     rows = d[d["dataset"] == name]
     for p in rows.get("pipeline", pd.Series(dtype=object)):
         if isinstance(p, dict) and p.get("n_classes"):
@@ -229,7 +238,7 @@ def per_dataset(df: pd.DataFrame, profile: str, *, ssms=None, n_boot: int = N_BO
                 rows.append(dict(profile=profile, claim=claim, ssm=ssm, dataset=name, part=part,
                                  mean=float(per_seed["diff"].mean()), lo=lo, hi=hi, a_mean=a_m, b_mean=b_m,
                                  n_seeds=len(per_seed), inputs=", ".join(sorted(set(g["input"]))),
-                                 flag=flag(a_m, b_m, _chance(ds, name)),
+                                 flag=flag(a_m, b_m, chance_level(ds, name)),
                                  paper=name in _paper_sets()))
     cols = ["profile", "claim", "ssm", "dataset", "part", "mean", "lo", "hi", "a_mean", "b_mean", "n_seeds",
             "inputs", "flag", "paper"]

@@ -173,7 +173,7 @@ def control_table(df: pd.DataFrame, profile: str = "budget", *, n_boot: int = C.
         rates = ("" if control != "lr" else f"{g['lr_a'].iloc[0]:g} vs {g['lr_b'].iloc[0]:g}")
         rows.append(dict(control=control, comparison=comp, ssm=ssm, dataset=name, mean=float(per_seed["diff"].mean()),
                          lo=lo, hi=hi, a_mean=a_m, b_mean=b_m, n_seeds=len(per_seed), rates=rates,
-                         flag=C.flag(a_m, b_m, C._chance(d, name))))
+                         flag=C.flag(a_m, b_m, C.chance_level(d, name))))
     per_set = pd.DataFrame(rows, columns=["control", "comparison", "ssm", "dataset", "mean", "lo", "hi", "a_mean",
                                           "b_mean", "n_seeds", "rates", "flag"])
     pooled = []

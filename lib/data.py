@@ -56,6 +56,7 @@ Preparation (``prepare``)
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -70,7 +71,7 @@ from lib.uea import UEAData, _load_npz, _load_ts_pair  # noqa: F401  (the file f
 __all__ = [
     "PAPER_SEEDS", "PROTOCOLS", "RAGGED_POLICIES", "UEAData", "Split",
     "load_uea", "available_datasets", "data_folders", "split", "prepare", "paper_permutation",
-    "unique_cases",
+    "unique_cases", "majority_rate",
 ]
 
 PAPER_SEEDS = (2345, 3456, 4567, 5678, 6789)
@@ -162,6 +163,24 @@ def load_uea(name: str, *, folder=None, ragged: str = "error") -> UEAData:
 # --------------------------------------------------------------------------------------------
 # splitting
 # --------------------------------------------------------------------------------------------
+def majority_rate(name: str) -> Optional[float]:
+    """The share of a data set's most frequent class over all its cases (train and test): the accuracy
+    of always answering that class, the chance level an imbalanced set must be judged against (LSST:
+    14 classes, so 1/14 = 7 %, but one class holds 32 % of the cases). ``None`` where the data set's
+    files are not found here."""
+    folders = tuple(data_folders())
+    if name not in available_datasets():
+        return None
+    return _majority_rate(name, folders)
+
+
+@functools.lru_cache(maxsize=None)
+def _majority_rate(name: str, folders: tuple) -> float:
+    d = load_uea(name, ragged="pad")  # labels do not depend on the ragged policy
+    y = np.concatenate([d.y_train, d.y_test])
+    return float(np.bincount(y).max() / len(y))
+
+
 def unique_cases(*parts: np.ndarray) -> np.ndarray:
     """Indices of the distinct cases of ``concat(parts)`` in lexicographic order of their values.
 

@@ -93,6 +93,22 @@ def test_ceiling_and_chance_sets_are_flagged_and_left_out():
     assert "Top (ceiling)" in r["flagged"] and "Coin (chance)" in r["flagged"] and r["sets"] == "D0, D1"
 
 
+def test_chance_is_the_majority_class_rate_where_the_data_are_here():
+    """LSST has 14 classes (1/14 = 7 %) but one of them holds 32 % of the cases: models at 34–35 % have
+    learnt little beyond the class prior and must not decide a verdict."""
+    from lib.data import available_datasets, majority_rate
+
+    if "LSST" not in available_datasets():
+        pytest.skip("LSST's files are not here")
+    assert majority_rate("LSST") == pytest.approx(0.316, abs=0.002)
+    assert majority_rate("NoSuchSet") is None
+    recs = pd.DataFrame(cell("LSST", "s5", 6, 1, [0.35] * 5, classes=14) + cell("LSST", "s5", 1, 6, [0.34] * 5, classes=14)
+                        + cell("Other", "s5", 6, 1, [0.35] * 5, classes=14) + cell("Other", "s5", 1, 6, [0.34] * 5, classes=14))
+    per = C.per_dataset(recs, "budget", ssms=("s5",), n_boot=100)
+    flags = dict(zip(per[per["claim"] == "C1"]["dataset"], per[per["claim"] == "C1"]["flag"]))
+    assert flags == {"LSST": "chance", "Other": ""}  # Other: no files here, so chance is 100/14 %
+
+
 def test_profiles_are_never_mixed():
     recs = pd.concat([grid((0.0,), noise=0.001), grid((-9.0,), profile="full", noise=0.001)])
     assert verdict(C.verdict_table(recs, "budget", ssms=("s5",), n_boot=200), "C1")["effect"] == pytest.approx(0, abs=0.3)
