@@ -233,6 +233,7 @@ def budget_grid(profile: str = "budget", datasets=None, ssms=None, *, records=No
     if records is None:
         records = R.iter_records(default_out("budget", profile), validate=False) \
             if Path(default_out("budget", profile)).exists() else []
+    records = _rows(records)  # read twice below (a generator would reach the ordering empty)
     chosen = budget_chunks(records, profile)
     specs = calibration_grid(profile, datasets, ssms) + pilot_grid(profile, datasets, ssms)
     for name, bs in BUDGET_SETS.items():
@@ -252,7 +253,7 @@ def budget_grid(profile: str = "budget", datasets=None, ssms=None, *, records=No
         if k not in seen:
             seen.add(k)
             unique.append(s)
-    return budget_order(unique, records)
+    return budget_order(unique, records, profile)
 
 
 def raw_shape(name: str) -> tuple:
@@ -260,12 +261,35 @@ def raw_shape(name: str) -> tuple:
     return _cost.raw_shape(name, BUDGET_SETS[name].ragged if name in BUDGET_SETS else "error")
 
 
-def budget_order(specs, records=()) -> list:
+def flagged_pairs(records, profile: str = "budget") -> set:
+    """``(data set, ssm)`` pairs whose recorded looped–standard comparison the verdicts flag (ceiling or
+    chance, ``lib.claims.flag``) and so leave out of the pool, plus ``(data set, None)`` for a set where
+    every recorded SSM (two at least) is flagged: its unrecorded SSMs are expected to be as well."""
+    import pandas as pd
+
+    from lib import claims as C
+
+    df = pd.DataFrame(_rows(records))
+    if df.empty or "profile" not in df:
+        return set()
+    per = C.per_dataset(df, profile, n_boot=1)
+    c1 = per[per["claim"] == "C1"]
+    out = {(n, s) for n, s, f in zip(c1["dataset"], c1["ssm"], c1["flag"]) if f}
+    for n, g in c1.groupby("dataset"):
+        if len(g) >= 2 and (g["flag"] != "").all():
+            out.add((n, None))
+    return out
+
+
+def budget_order(specs, records=(), profile: str = "budget") -> list:
     """``specs`` in the order the budget grid runs them: the calibration, then the pilots, then the
     comparisons by information per core-hour — a pair (standard and looped on one input) stays
     together; its value is the test cases it is scored on (binomial noise ∝ 1/n) per core-second,
-    doubled for the paper's sets and quartered for sets that cannot decide (``BudgetSet.decides``)."""
+    doubled for the paper's sets and quartered for cells that cannot decide: sets known not to
+    (``BudgetSet.decides``) and those the records already flag (``flagged_pairs``)."""
+    records = _rows(records)
     b = cost_model(records)
+    flagged = flagged_pairs(records, profile)
     calib = {(n, s, r, c) for n, s, r, c in CALIBRATION}
 
     def tier(s):
@@ -278,10 +302,11 @@ def budget_order(specs, records=()) -> list:
         groups.setdefault((tier(s), s.dataset, s.ssm, s.reshape, s.chunk), []).append(s)
 
     def value(key):
-        t, name, *_ = key
+        t, name, ssm, *_ = key
         bs = BUDGET_SETS.get(name)
         n_test = 0.15 * raw_shape(name)[0]  # the paper protocol's test share
-        weight = (2.0 if bs and bs.paper else 1.0) * (1.0 if not bs or bs.decides else 0.25)
+        decides = (not bs or bs.decides) and not {(name, ssm), (name, None)} & flagged
+        weight = (2.0 if bs and bs.paper else 1.0) * (1.0 if decides else 0.25)
         return (t, -weight * n_test / sum(cost_s(s, b) for s in groups[key]))
 
     return [s for key in sorted(groups, key=value) for s in groups[key]]

@@ -323,6 +323,28 @@ def test_budget_pilot_chooses_the_chunk_on_validation_and_opens_the_set():
     assert {(s.blocks, s.loops) for s in cells} == {(6, 1), (1, 6), (2, 3), (3, 2)}
 
 
+def test_budget_order_puts_flagged_comparisons_last():
+    """A comparison the records already flag (both models above 97 %) runs after those that can decide;
+    the records reach the ordering also when given as a generator (once read by the pilots' choice)."""
+    jv = [s for s in G.budget_grid("budget", ["JapaneseVowels"], records=[]) if s.tag == "main"]
+    assert not jv  # no pilot, no cells
+    pilots = G.pilot_grid("budget", ["JapaneseVowels", "Handwriting"])
+    recs = _budget_records(pilots, val=0.9, test=0.9)
+    main = [s for s in G.budget_grid("budget", ["JapaneseVowels", "Handwriting"], records=recs) if s.tag == "main"]
+    lru = [s for s in main if s.ssm == "lru" and s.reshape != "none"]
+    ceiling = _budget_records([s for s in lru if s.dataset == "JapaneseVowels"], val=0.99, test=0.99)
+    assert G.flagged_pairs(recs + ceiling) == {("JapaneseVowels", "lru")}
+    order = [s for s in G.budget_grid("budget", ["JapaneseVowels", "Handwriting"], records=iter(recs + ceiling))
+             if s.tag == "main"]
+
+    def at(specs, name):  # positions of the lru pair on the reshaped input
+        return [i for i, s in enumerate(specs) if s.dataset == name and s.ssm == "lru" and s.reshape != "none"]
+
+    assert min(at(order, "JapaneseVowels")) > max(at(order, "Handwriting"))
+    plain = [s for s in G.budget_grid("budget", ["JapaneseVowels", "Handwriting"], records=recs) if s.tag == "main"]
+    assert max(at(plain, "JapaneseVowels")) < min(at(plain, "Handwriting"))  # unflagged, the cheaper set first
+
+
 def test_budget_ragged_and_padded_sets_carry_their_policy():
     jv = [s for s in G.pilot_grid("budget", ["JapaneseVowels"])]
     assert all(s.ragged == "pad" and s.pad for s in jv)
