@@ -479,7 +479,8 @@ def load_trained(path, *, data_folder=None):
     model, meta = load_state(path)
     rec, mk = meta["record"], meta["model"]
     pipe = rec.get("pipeline") or {}
-    ds = D.load_uea(rec["dataset"], folder=data_folder)
+    # the loader's policy for unequal lengths, as trained (JapaneseVowels: "pad"; older records: none)
+    ds = D.load_uea(rec["dataset"], folder=data_folder, ragged=rec.get("ragged") or pipe.get("ragged") or "error")
     reshape, chunk, order = rec.get("reshape", "none"), int(rec.get("chunk", 1)), rec.get("order", "time")
     notes = []
     if pipe:

@@ -167,6 +167,27 @@ def test_load_trained_roundtrip(tmp_path):
     assert "time channel False" in meta["data_note"]
 
 
+def test_load_trained_uses_the_records_ragged_policy(tmp_path):
+    """A model trained on a ragged set (JapaneseVowels, ``--ragged pad``) loads with its data: the
+    record's policy reaches the loader (it refused the set before)."""
+    from lib.store import save_state
+
+    if "JapaneseVowels" not in lib.data.available_datasets():
+        pytest.skip("JapaneseVowels is not here")
+    ds = lib.data.load_uea("JapaneseVowels", ragged="pad")
+    s = lib.data.prepare(lib.data.split(ds, "paper", 2345), reshape="rechunk", chunk=24, pad=True)
+    kw = dict(ssm="s5", blocks=1, loops=2, hidden=H, state=P, in_features=s.X_train.shape[-1],
+              num_classes=s.n_classes)
+    m = lib.build_model(seed=2345, **kw)
+    rec = dict(dataset="JapaneseVowels", ssm="s5", blocks=1, loops=2, reshape="rechunk", chunk=24, order="time",
+               protocol="paper", seed=2345, ragged="pad", pad=True, val_acc=0.5, test_acc=0.5, best_step=0,
+               commit="x", command="y", pipeline=dict(ragged="pad", time_channel=False, standardize=False,
+                                                       reshape=dict(method="rechunk", chunk=24, pad=True)))
+    save_state(tmp_path, rec, None, nnx.split(m)[1], kw)
+    loaded, meta, split = LP.load_trained(LP.saved_models(tmp_path)[0])
+    np.testing.assert_array_equal(split.X_test, s.X_test)
+
+
 def test_pick_saved_prefers_matching_groups_and_the_asked_ssm(tmp_path):
     import json as _json
 
