@@ -285,8 +285,8 @@ def budget_order(specs, records=(), profile: str = "budget") -> list:
     """``specs`` in the order the budget grid runs them: the calibration, then the pilots, then the
     comparisons by information per core-hour — a pair (standard and looped on one input) stays
     together; its value is the test cases it is scored on (binomial noise ∝ 1/n) per core-second,
-    doubled for the paper's sets and quartered for cells that cannot decide: sets known not to
-    (``BudgetSet.decides``) and those the records already flag (``flagged_pairs``)."""
+    doubled for the paper's sets; cells that cannot decide run after all that can: sets known not to
+    (``BudgetSet.decides``) and comparisons the records already flag (``flagged_pairs``)."""
     records = _rows(records)
     b = cost_model(records)
     flagged = flagged_pairs(records, profile)
@@ -306,8 +306,8 @@ def budget_order(specs, records=(), profile: str = "budget") -> list:
         bs = BUDGET_SETS.get(name)
         n_test = 0.15 * raw_shape(name)[0]  # the paper protocol's test share
         decides = (not bs or bs.decides) and not {(name, ssm), (name, None)} & flagged
-        weight = (2.0 if bs and bs.paper else 1.0) * (1.0 if decides else 0.25)
-        return (t, -weight * n_test / sum(cost_s(s, b) for s in groups[key]))
+        weight = 2.0 if bs and bs.paper else 1.0
+        return (t, not decides, -weight * n_test / sum(cost_s(s, b) for s in groups[key]))
 
     return [s for key in sorted(groups, key=value) for s in groups[key]]
 
