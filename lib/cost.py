@@ -53,10 +53,14 @@ def input_length(spec) -> int:
     return math.ceil(total / spec.chunk) if spec.pad else total // spec.chunk
 
 
+#: the cost model reads an SSM's newest programs only: the code's speed changes (issue 18 halved it)
+RECENT_PROGRAMS = 8
+
+
 def cost_model(records=()) -> dict:
-    """SSM → b (seconds per layer·timestep of one seed-step), the median over the CPU records'
-    programs of (wall − compile) / seed-steps − ``OVERHEAD_S``, divided by depth × T'; ``B_PRIOR``
-    where an SSM has no CPU records."""
+    """SSM → b (seconds per layer·timestep of one seed-step), the median over the ``RECENT_PROGRAMS``
+    newest (by ``created``) CPU programs of the records of (wall − compile) / seed-steps −
+    ``OVERHEAD_S``, divided by depth × T'; ``B_PRIOR`` where an SSM has no CPU records."""
     import numpy as np
 
     programs = {}
@@ -66,11 +70,11 @@ def cost_model(records=()) -> dict:
         k = (r["ssm"], r["command"], r["created"], r.get("wall_s"))
         programs.setdefault(k, []).append(r)
     per = {}
-    for (ssm, *_), rs in programs.items():
+    for (ssm, _, created, _), rs in sorted(programs.items(), key=lambda kv: str(kv[0][2])):
         seed_steps = sum(r["steps"] for r in rs)
         t = (rs[0]["wall_s"] - rs[0]["compile_s"]) / seed_steps
         per.setdefault(ssm, []).append((t - OVERHEAD_S) / (rs[0]["depth"] * rs[0]["seq_len"]))
-    return {ssm: float(np.median(per[ssm])) if ssm in per else b for ssm, b in B_PRIOR.items()}
+    return {ssm: float(np.median(per[ssm][-RECENT_PROGRAMS:])) if ssm in per else b for ssm, b in B_PRIOR.items()}
 
 
 def cost_s(spec, b: dict) -> float:

@@ -363,6 +363,21 @@ def test_cost_model_reads_seconds_per_seed_step_from_the_records():
     assert G.cost_model([])[spec.ssm] == G.B_PRIOR[spec.ssm]
 
 
+def test_cost_model_follows_the_newest_programs():
+    """Old programs of slower code do not hold the estimate up: the newest ``RECENT_PROGRAMS`` decide."""
+    from lib import cost
+
+    spec = G.calibration_grid()[0]
+    T = G.input_length(spec)
+    recs = []
+    for i, b in enumerate([400e-6] * 20 + [100e-6] * cost.RECENT_PROGRAMS):
+        for r in _budget_records([spec]):
+            r.update(device="cpu", steps=1000, depth=6, seq_len=T, compile_s=1.0, command="c",
+                     created=f"2026-12-{1 + i // 24:02d}T{i % 24:02d}:00:00", wall_s=1.0 + 5 * 1000 * (G.OVERHEAD_S + b * 6 * T))
+            recs.append(r)
+    assert G.cost_model(recs[::-1])[spec.ssm] == pytest.approx(100e-6)
+
+
 def test_input_length_matches_the_pipeline():
     from lib import data as D
 
