@@ -137,7 +137,8 @@ def records(df: pd.DataFrame, profile: str, ssms=None) -> pd.DataFrame:
     return d[~pd.Series(keys, index=d.index).duplicated()].assign(tag=R.MAIN_TAG)
 
 
-def _input(r, c) -> str:
+def input_label(r, c) -> str:
+    """An input as the pages name it: "none", or "method/chunk" (e.g. "concat/16")."""
     return "none" if r == "none" else f"{r}/{int(c)}"
 
 
@@ -147,9 +148,9 @@ def _pairs(d: pd.DataFrame, a: dict, b: dict) -> pd.DataFrame:
     if p.empty:
         return pd.DataFrame(columns=["dataset", "seed", "a", "b", "diff", "input"])
     if "reshape" in p.columns:
-        p["input"] = [_input(r, c) for r, c in zip(p["reshape"], p["chunk"])]
+        p["input"] = [input_label(r, c) for r, c in zip(p["reshape"], p["chunk"])]
     else:
-        p["input"] = [f"{_input(r1, c1)} vs {_input(r2, c2)}" for r1, c1, r2, c2 in
+        p["input"] = [f"{input_label(r1, c1)} vs {input_label(r2, c2)}" for r1, c1, r2, c2 in
                       zip(p["reshape_a"], p["chunk_a"], p["reshape_b"], p["chunk_b"])]
     return p
 
@@ -337,7 +338,7 @@ def calibration_table(df: pd.DataFrame, cells, *, n_boot: int = N_BOOT, seed: in
     = budget difference − full difference (points). Cells without both profiles' pairs are left out."""
     rows = []
     for name, ssm, reshape, chunk in cells:
-        row = dict(dataset=name, ssm=ssm, input=_input(reshape, chunk))
+        row = dict(dataset=name, ssm=ssm, input=input_label(reshape, chunk))
         ok = True
         for profile in ("full", "budget"):
             d = records(df, profile)

@@ -135,3 +135,33 @@ def budget_coverage(records, profile: str = "budget") -> "pd.DataFrame":
                                                                                            "core-h left"]
     df = df.sort_values(["data set", "input"], key=lambda c: c.map(lambda v: (v != "none", str(v))))
     return df[cols].round(2).reset_index(drop=True) if len(df) else df
+
+
+def capped_table(records, profile: str = "budget") -> "pd.DataFrame":
+    """Where the step cap, not early stopping, ended training: one row per data set × input × SSM with,
+    for the standard 6×1 and the looped 1×6 model, how many seeds ran to ``max_steps`` (validation
+    accuracy still improved within the last ``patience`` evaluations, so the profile's cap cut the run
+    short and its accuracy may understate a longer run's)."""
+    import pandas as pd
+
+    from lib import claims as C
+
+    df = pd.DataFrame(_rows_of(records))
+    d = C.records(df, profile) if len(df) else df
+    if d.empty:
+        return pd.DataFrame(columns=["data set", "input", "ssm", "standard 6×1", "looped 1×6"])
+    d = d.assign(input=[C.input_label(r, c) for r, c in zip(d["reshape"], d["chunk"])],
+                 capped=d["steps"] >= d["max_steps"])
+    rows = []
+    for (name, inp, ssm), g in d.groupby(["dataset", "input", "ssm"], sort=True):
+        row = {"data set": name, "input": inp, "ssm": ssm}
+        for label, (b, l) in (("standard 6×1", C.STANDARD), ("looped 1×6", C.LOOPED)):
+            m = g[(g["blocks"] == b) & (g["loops"] == l)]
+            row[label] = f"{int(m['capped'].sum())}/{len(m)}" if len(m) else ""
+        if row["standard 6×1"] or row["looped 1×6"]:
+            rows.append(row)
+    return pd.DataFrame(rows, columns=["data set", "input", "ssm", "standard 6×1", "looped 1×6"])
+
+
+def _rows_of(records) -> list:
+    return records.to_dict("records") if hasattr(records, "to_dict") else list(records)

@@ -378,6 +378,22 @@ def test_cost_model_follows_the_newest_programs():
     assert G.cost_model(recs[::-1])[spec.ssm] == pytest.approx(100e-6)
 
 
+def test_capped_table_counts_seeds_the_step_cap_stopped():
+    from lib.tables import capped_table
+
+    specs = [s for s in G.calibration_grid() if s.dataset == "NATOPS" and s.ssm == "s5" and s.reshape == "none"]
+    recs = []
+    for s in specs:
+        for i, r in enumerate(_budget_records([s])):
+            cap = s.train_config().max_steps
+            r.update(profile="budget", max_steps=cap, steps=cap if (s.loops == 1 or i < 2) else cap - 1000)
+            recs.append(r)
+    t = capped_table(recs)
+    assert t.to_dict("records") == [{"data set": "NATOPS", "input": "none", "ssm": "s5",
+                                     "standard 6×1": "5/5", "looped 1×6": "2/5"}]
+    assert capped_table([]).empty
+
+
 def test_input_length_matches_the_pipeline():
     from lib import data as D
 
