@@ -165,3 +165,52 @@ def capped_table(records, profile: str = "budget") -> "pd.DataFrame":
 
 def _rows_of(records) -> list:
     return records.to_dict("records") if hasattr(records, "to_dict") else list(records)
+
+
+def reported_at(history, cap: int) -> float:
+    """The test accuracy a run would have reported had its step cap been ``cap``: the test accuracy at
+    its last validation improvement up to ``cap`` (ties: the later evaluation, as ``lib.train`` does).
+    A run that ended before ``cap`` reports what it reported."""
+    best, out = -1.0, float("nan")
+    for h in history:
+        if h["step"] > cap:
+            break
+        if h["val_acc"] >= best:
+            best, out = h["val_acc"], h["test_acc"]
+    return out
+
+
+def truncation_gaps(records, profile: str = "budget", *, step: int | None = None) -> "pd.DataFrame":
+    """Looped 1×6 − standard 6×1 (points, paired by seed) as each comparison would have reported it at
+    every step cap up to its own, read from the records' evaluation histories: one row per data set ×
+    input × SSM × cap, the mean over seeds and the seed count. ``step``: the cap grid (default: the
+    records' evaluation interval). Where the gap still moves at the cap, the budget profile's answer
+    is not yet the longer run's."""
+    import numpy as np
+    import pandas as pd
+
+    from lib import claims as C
+
+    df = pd.DataFrame(_rows_of(records))
+    d = C.records(df, profile) if len(df) else df
+    cols = ["data set", "input", "ssm", "cap", "looped − standard", "n_seeds"]
+    if d.empty or "history" not in d:
+        return pd.DataFrame(columns=cols)
+    d = d.assign(input=[C.input_label(r, c) for r, c in zip(d["reshape"], d["chunk"])])
+    rows = []
+    for (name, inp, ssm), g in d.groupby(["dataset", "input", "ssm"], sort=True):
+        std = g[(g["blocks"] == C.STANDARD[0]) & (g["loops"] == C.STANDARD[1])].drop_duplicates("seed").set_index("seed")
+        loo = g[(g["blocks"] == C.LOOPED[0]) & (g["loops"] == C.LOOPED[1])].drop_duplicates("seed").set_index("seed")
+        seeds = sorted(set(std.index) & set(loo.index))
+        if not seeds:
+            continue
+        every = int(step or min(std["eval_every"].min(), loo["eval_every"].min()))
+        top = int(max(std["max_steps"].max(), loo["max_steps"].max()))
+        for cap in range(every, top + 1, every):
+            diffs = [100 * (reported_at(loo.at[s, "history"] or [], cap) - reported_at(std.at[s, "history"] or [], cap))
+                     for s in seeds]
+            diffs = [x for x in diffs if not np.isnan(x)]
+            if diffs:
+                rows.append({"data set": name, "input": inp, "ssm": ssm, "cap": cap,
+                             "looped − standard": float(np.mean(diffs)), "n_seeds": len(diffs)})
+    return pd.DataFrame(rows, columns=cols)

@@ -394,6 +394,26 @@ def test_capped_table_counts_seeds_the_step_cap_stopped():
     assert capped_table([]).empty
 
 
+def test_truncation_gaps_read_what_a_lower_cap_would_have_reported():
+    from lib.tables import reported_at, truncation_gaps
+
+    hist = [dict(step=250, val_acc=0.5, test_acc=0.4), dict(step=500, val_acc=0.7, test_acc=0.6),
+            dict(step=750, val_acc=0.7, test_acc=0.65), dict(step=1000, val_acc=0.6, test_acc=0.9)]
+    assert [reported_at(hist, c) for c in (250, 500, 750, 1000, 5000)] == [0.4, 0.6, 0.65, 0.65, 0.65]
+    specs = [s for s in G.calibration_grid() if s.dataset == "NATOPS" and s.ssm == "s5" and s.reshape == "none"]
+    recs = []
+    for s in specs:  # looped catches up: −20 points at step 250, 0 from step 500 on
+        looped = s.loops > 1
+        for r in _budget_records([s]):
+            r.update(profile="budget", max_steps=500, eval_every=250,
+                     history=[dict(step=250, val_acc=0.5, test_acc=0.5 if looped else 0.7),
+                              dict(step=500, val_acc=0.8, test_acc=0.8)])
+            recs.append(r)
+    t = truncation_gaps(recs)
+    assert list(t["cap"]) == [250, 500] and list(t["n_seeds"]) == [5, 5]
+    assert t["looped − standard"].tolist() == pytest.approx([-20.0, 0.0])
+
+
 def test_input_length_matches_the_pipeline():
     from lib import data as D
 
