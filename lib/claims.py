@@ -318,7 +318,8 @@ def summary_sentence(v: pd.DataFrame) -> str:
              "C4": "the two compound (C4)"}
     for claim, g in v.groupby("claim", sort=True):
         by = {o: sorted(g[g["verdict"] == o]["ssm"]) for o in (*OUTCOMES, "not yet run", "not decidable")}
-        bits = [f"{o} for {', '.join(s)}" for o, s in by.items() if s]
+        bits = [f"{o} for {', '.join(s)}" + (" (every data set with records for it is at the ceiling or at chance)"
+                                             if o == "not decidable" else "") for o, s in by.items() if s]
         parts.append(f"That {names[claim]}: " + "; ".join(bits) + ".")
     sets = sorted({s for x in v["sets"] for s in x.split(", ") if s})
     flagged = sorted({s for x in v["flagged"] for s in x.split(", ") if s})
