@@ -11,7 +11,7 @@ from lib import results as R
 from lib.cost import cost_model, cost_s
 from lib.datasets import DATASETS
 
-__all__ = ["NOT_RUN", "main_table", "chunk_timesteps", "budget_coverage"]
+__all__ = ["NOT_RUN", "main_table", "chunk_timesteps", "budget_coverage", "capped_table", "reported_at", "truncation_gaps"]
 
 NOT_RUN = "not yet run"
 
