@@ -322,9 +322,13 @@ def summary_sentence(v: pd.DataFrame) -> str:
                                              if o == "not decidable" else "") for o, s in by.items() if s]
         parts.append(f"That {names[claim]}: " + "; ".join(bits) + ".")
     sets = sorted({s for x in v["sets"] for s in x.split(", ") if s})
-    flagged = sorted({s for x in v["flagged"] for s in x.split(", ") if s})
+    who = {}  # "set (flag)" -> the SSMs whose comparisons on it are flagged
+    for x, ssm in zip(v["flagged"], v["ssm"]):
+        for f in (f for f in x.split(", ") if f):
+            who.setdefault(f, set()).add(ssm)
+    flagged = [f"{f[:-1]}: {', '.join(sorted(who[f]))})" for f in sorted(who)]
     tail = f" The pooled effects rest on {len(sets)} data set{'s' * (len(sets) != 1)} ({', '.join(sets) or 'none'})"
-    tail += f"; flagged and left out: {', '.join(flagged)}." if flagged else "."
+    tail += f"; flagged and left out, for the SSMs named: {', '.join(flagged)}." if flagged else "."
     return " ".join(parts) + tail
 
 

@@ -283,11 +283,13 @@ def verdict_grid(cells: dict, rows, columns, *, row_labels: dict | None = None, 
             bg, fg = VERDICT_COLOURS.get(verdict.split(" (")[0], ("#ffffff", "#000000"))
             text = "<br>".join([f"<strong>{html.escape(verdict)}</strong>"]
                                + [f"<small>{html.escape(str(x))}</small>" for x in lines])
-            tds.append(f'<td style="background:{bg};color:{fg};vertical-align:top">{text}</td>')
+            tds.append(f'<td style="background:{bg};color:{fg};vertical-align:top;overflow-wrap:anywhere">{text}</td>')
         body.append("<tr>" + "".join(tds) + "</tr>")
     cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
-    return HTML(f'<table class="table book-table verdict-grid">{cap}<thead><tr>{head}</tr></thead>'
-                f"<tbody>{''.join(body)}</tbody></table>")
+    # fixed layout at the column's width: long data-set names wrap inside their cell instead of
+    # pushing the grid past the text column
+    return HTML(f'<table class="table book-table verdict-grid" style="table-layout:fixed;width:100%">{cap}'
+                f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
 
 
 def paragraph(*texts: str):

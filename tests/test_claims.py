@@ -139,3 +139,14 @@ def test_too_few_data_sets_cannot_decide():
     r = verdict(v, "C1")
     assert r["lo"] >= -C.DELTA and r["n_sets"] == 2 < C.MIN_SETS
     assert r["verdict"] == "inconclusive"
+
+
+def test_summary_sentence_names_outcomes_sets_and_which_ssms_a_flag_concerns():
+    recs = pd.concat([grid((0.0, 0.1, 0.2), noise=0.001),
+                      pd.DataFrame(cell("Top", "s5", 6, 1, [0.99] * 5) + cell("Top", "s5", 1, 6, [0.99] * 5))])
+    v = C.verdict_table(recs, "budget", ssms=("s5", "lru"), n_boot=200)
+    text = C.summary_sentence(v[v["scope"] == "all sets"])
+    assert "That looping matches the standard model (C1): holds for s5; not yet run for lru." in text
+    assert "rest on 3 data sets (D0, D1, D2)" in text
+    assert "Top (ceiling: s5)" in text
+    assert C.summary_sentence(v.iloc[0:0]).startswith("No looped–standard pair")
