@@ -88,6 +88,36 @@ def _script_json(obj) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
+def check_facets(spec: dict) -> None:
+    """Refuse a faceted chart whose inner layer brings its own data holding the facet field: Vega-Lite
+    splits only the facet's data, so such a layer draws every row in every panel (each SSM's panel
+    showing all SSMs' points). Give the layer no data (``alt.Chart()``) and the ``alt.layer`` the data."""
+    def fields(f):
+        if isinstance(f, dict) and "field" in f:
+            return [f["field"]]
+        return [x["field"] for x in (f or {}).values() if isinstance(x, dict) and "field" in x] if isinstance(f, dict) else []
+
+    def walk(node):
+        if not isinstance(node, dict):
+            return
+        if "facet" in node and "spec" in node:
+            names = fields(node["facet"])
+            for layer in node["spec"].get("layer", []):
+                rows = spec.get("datasets", {}).get((layer.get("data") or {}).get("name"), []) \
+                    or (layer.get("data") or {}).get("values", [])
+                if rows and any(n in rows[0] for n in names):
+                    raise ValueError(f"a layer of a chart faceted by {names} has data of its own: every panel would "
+                                     "draw all of its rows (give it no data and the alt.layer the data)")
+        for v in node.values():
+            if isinstance(v, dict):
+                walk(v)
+            elif isinstance(v, list):
+                for x in v:
+                    walk(x)
+
+    walk(spec)
+
+
 def render(spec: dict, **metadata) -> dict:
     """The ``"book"`` altair renderer: a mimebundle whose HTML draws ``spec`` with the vendored ``vegaEmbed``.
 
@@ -95,6 +125,7 @@ def render(spec: dict, **metadata) -> dict:
     notebook and the same on every rebuild. Errors (bundle missing, bad spec) are written into the chart's
     ``<div>`` and to the browser console, where the browser test sees them.
     """
+    check_facets(spec)
     body = _script_json(spec)
     digest = hashlib.sha1(body.encode()).hexdigest()[:10]
     element = f"vega-{digest}-{next(_counter)}"
