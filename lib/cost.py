@@ -68,9 +68,10 @@ def cost_model(records=()) -> dict:
         if r.get("device") != "cpu" or r.get("ssm") not in B_PRIOR or not r.get("steps"):
             continue
         k = (r["ssm"], r["command"], r["created"], r.get("wall_s"))
-        programs.setdefault(k, []).append(r)
+        programs.setdefault(k, {})[r.get("seed")] = r  # a record read twice (two globs) counts once
     per = {}
-    for (ssm, _, created, _), rs in sorted(programs.items(), key=lambda kv: str(kv[0][2])):
+    for (ssm, _, created, _), by_seed in sorted(programs.items(), key=lambda kv: str(kv[0][2])):
+        rs = list(by_seed.values())
         seed_steps = sum(r["steps"] for r in rs)
         t = (rs[0]["wall_s"] - rs[0]["compile_s"]) / seed_steps
         per.setdefault(ssm, []).append((t - OVERHEAD_S) / (rs[0]["depth"] * rs[0]["seq_len"]))

@@ -376,6 +376,7 @@ def test_cost_model_follows_the_newest_programs():
                      created=f"2026-12-{1 + i // 24:02d}T{i % 24:02d}:00:00", wall_s=1.0 + 5 * 1000 * (G.OVERHEAD_S + b * 6 * T))
             recs.append(r)
     assert G.cost_model(recs[::-1])[spec.ssm] == pytest.approx(100e-6)
+    assert G.cost_model(recs + recs)[spec.ssm] == pytest.approx(100e-6)  # the same records read twice
 
 
 def test_capped_table_counts_seeds_the_step_cap_stopped():
