@@ -8,7 +8,7 @@ For every page of ``_toc.yml`` (and the ``index.html`` redirect):
 * every chart drew (an ``svg``/``canvas`` in every ``.book-vega``), and MathJax typeset every formula;
 * every altair slider (``input[type=range]``) and select, when moved, changes its chart's drawing;
 * a screenshot of the whole page lands in ``test-artifacts/screenshots/``;
-* at 1400 px and at 800 px viewport widths nothing is wider than the text column (``article.bd-article``'s
+* at 1400, 1200 and 800 px viewport widths nothing is wider than the text column (``article.bd-article``'s
   content box) and the page does not scroll sideways (``test_fits_text_column``). One thing may be wider
   than the column, inside it: a ``<pre>`` code block, which scrolls by itself (a long command line wrapped
   would no longer read as one command; scrolled, it copies exactly). Charts and tables must fit, and so
@@ -230,7 +230,7 @@ def test_page(page_name, browser, base_url):
 
 
 # Layout: nothing wider than the text column -------------------------------------------------------
-WIDTHS = [1400, 800]
+WIDTHS = [1400, 1200, 800]  # 1200: both sidebars shown, the narrowest text column
 OVERFLOW = r"""() => {
   const article = document.querySelector('article.bd-article') || document.querySelector('main');
   const cs = getComputedStyle(article);
