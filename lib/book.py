@@ -355,9 +355,10 @@ def vendor(folder: Path = VENDOR) -> list[Path]:
     """Everything the built pages load besides Sphinx's own static files."""
     from lib import viz
 
+    written = [viz.write_vendor(folder), vendor_mathjax(folder)]  # these create the folder
     css = Path(folder) / "book.css"  # the book's style rules (_config.yml: html_css_files)
     css.write_text((Path(__file__).with_name("book.css")).read_text())
-    return [viz.write_vendor(folder), vendor_mathjax(folder), css]
+    return written + [css]
 
 
 # --------------------------------------------------------------------------------------------- sphinx
