@@ -224,8 +224,10 @@ def reading(pooled: pd.DataFrame) -> list:
                        f"{text}; tied − looped {_fmt(tl)}, tied − standard {_fmt(ts)} points{few(tl)}.")
         lr = p.get("looped − standard, each at its best rate")
         if lr:
+            said = {"holds": "C1 holds", "fails": "C1 fails", "inconclusive": "C1 is inconclusive"}.get(
+                lr["verdict"], f"C1 cannot be decided yet ({lr['verdict']})")
             out.append(f"{ssm}, learning rate per model ({lr['sets']}): with each model at its best rate on validation, "
-                       f"C1 {lr['verdict']} (looped − standard {_fmt(lr)} points){few(lr)}.")
+                       f"{said} (looped − standard {_fmt(lr)} points){few(lr)}.")
         inj = p.get("looped with injection − looped")
         if inj:
             effect = ("helps the looped model" if inj["lo"] > 0 else "hurts the looped model" if inj["hi"] < 0
