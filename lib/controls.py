@@ -49,7 +49,7 @@ def controls_grid(profile: str = "budget", datasets=None, ssms=None, *, records=
     if records is None:
         path = G.default_out("budget", profile)
         records = list(R.iter_records(path, validate=False)) if __import__("os").path.exists(path) else []
-    records = records.to_dict("records") if isinstance(records, pd.DataFrame) else list(records)
+    records = R.as_rows(records)
     chosen = G.budget_chunks(records, profile)
     specs = []
     for name in CONTROL_SETS:

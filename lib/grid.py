@@ -344,8 +344,7 @@ def _planned(specs, a, out, shard, ran):
 
 GRIDS = {"main": main_grid, "lr": lr_grid, "widget": widget_grid, "budget": budget_grid, "controls": controls_grid}
 
-def _rows(records) -> list:
-    return records.to_dict("records") if hasattr(records, "to_dict") else list(records)
+_rows = R.as_rows  # one home: lib.records
 
 
 def _shared_index(rows: list) -> dict:

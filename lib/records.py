@@ -39,7 +39,7 @@ from lib.schema import (  # noqa: F401  (used below)
     FIELDS, KEY_FIELDS, VERSION_KEYS, normalize_record, record_key, validate_record, with_key_columns)
 from lib.schema import __all__ as _schema_all
 
-__all__ = [*_schema_all, "append_records", "read_records", "iter_records", "done_keys", "missing", "merge"]
+__all__ = [*_schema_all, "append_records", "read_records", "iter_records", "as_rows", "done_keys", "missing", "merge"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -199,6 +199,11 @@ def _columns() -> list:
         else:
             cols.append(f)
     return cols
+
+
+def as_rows(records) -> list:
+    """Records as a list of dicts, whether given as a DataFrame, a list or a generator (read once)."""
+    return records.to_dict("records") if hasattr(records, "to_dict") else list(records)
 
 
 def read_records(path_or_glob, *, validate: bool = True) -> pd.DataFrame:

@@ -137,6 +137,23 @@ def budget_coverage(records, profile: str = "budget") -> "pd.DataFrame":
     return df[cols].round(2).reset_index(drop=True) if len(df) else df
 
 
+def _comparisons(records, profile: str):
+    """The verdicts' records (``lib.claims.records``) of one profile, per data set × input × SSM:
+    ``((name, input, ssm), standard records, looped records)``, each side indexed by seed."""
+    import pandas as pd
+
+    from lib import claims as C
+
+    df = pd.DataFrame(R.as_rows(records))
+    d = C.records(df, profile) if len(df) else df
+    if d.empty:
+        return
+    d = d.assign(input=[C.input_label(r, c) for r, c in zip(d["reshape"], d["chunk"])])
+    for key, g in d.groupby(["dataset", "input", "ssm"], sort=True):
+        yield key, *(g[(g["blocks"] == b) & (g["loops"] == l)].drop_duplicates("seed").set_index("seed")
+                     for b, l in (C.STANDARD, C.LOOPED))
+
+
 def capped_table(records, profile: str = "budget") -> "pd.DataFrame":
     """Where the step cap, not early stopping, ended training: one row per data set × input × SSM with,
     for the standard 6×1 and the looped 1×6 model, how many seeds ran to ``max_steps`` (validation
@@ -144,27 +161,13 @@ def capped_table(records, profile: str = "budget") -> "pd.DataFrame":
     short and its accuracy may understate a longer run's)."""
     import pandas as pd
 
-    from lib import claims as C
-
-    df = pd.DataFrame(_rows_of(records))
-    d = C.records(df, profile) if len(df) else df
-    if d.empty:
-        return pd.DataFrame(columns=["data set", "input", "ssm", "standard 6×1", "looped 1×6"])
-    d = d.assign(input=[C.input_label(r, c) for r, c in zip(d["reshape"], d["chunk"])],
-                 capped=d["steps"] >= d["max_steps"])
+    cols = ["data set", "input", "ssm", "standard 6×1", "looped 1×6"]
     rows = []
-    for (name, inp, ssm), g in d.groupby(["dataset", "input", "ssm"], sort=True):
-        row = {"data set": name, "input": inp, "ssm": ssm}
-        for label, (b, l) in (("standard 6×1", C.STANDARD), ("looped 1×6", C.LOOPED)):
-            m = g[(g["blocks"] == b) & (g["loops"] == l)]
-            row[label] = f"{int(m['capped'].sum())}/{len(m)}" if len(m) else ""
-        if row["standard 6×1"] or row["looped 1×6"]:
-            rows.append(row)
-    return pd.DataFrame(rows, columns=["data set", "input", "ssm", "standard 6×1", "looped 1×6"])
-
-
-def _rows_of(records) -> list:
-    return records.to_dict("records") if hasattr(records, "to_dict") else list(records)
+    for (name, inp, ssm), std, loo in _comparisons(records, profile):
+        if len(std) or len(loo):
+            rows.append(dict(zip(cols, (name, inp, ssm, *(
+                f"{int((m['steps'] >= m['max_steps']).sum())}/{len(m)}" if len(m) else "" for m in (std, loo))))))
+    return pd.DataFrame(rows, columns=cols)
 
 
 def reported_at(history, cap: int) -> float:
@@ -189,18 +192,11 @@ def truncation_gaps(records, profile: str = "budget", *, step: int | None = None
     import numpy as np
     import pandas as pd
 
-    from lib import claims as C
-
-    df = pd.DataFrame(_rows_of(records))
-    d = C.records(df, profile) if len(df) else df
     cols = ["data set", "input", "ssm", "cap", "looped − standard", "n_seeds"]
-    if d.empty or "history" not in d:
-        return pd.DataFrame(columns=cols)
-    d = d.assign(input=[C.input_label(r, c) for r, c in zip(d["reshape"], d["chunk"])])
     rows = []
-    for (name, inp, ssm), g in d.groupby(["dataset", "input", "ssm"], sort=True):
-        std = g[(g["blocks"] == C.STANDARD[0]) & (g["loops"] == C.STANDARD[1])].drop_duplicates("seed").set_index("seed")
-        loo = g[(g["blocks"] == C.LOOPED[0]) & (g["loops"] == C.LOOPED[1])].drop_duplicates("seed").set_index("seed")
+    for (name, inp, ssm), std, loo in _comparisons(records, profile):
+        if "history" not in std or "history" not in loo:
+            continue
         seeds = sorted(set(std.index) & set(loo.index))
         if not seeds:
             continue
