@@ -123,3 +123,29 @@ def test_shapes_dtypes_and_arguments():
         layer(_inputs((50, 7)))
     with pytest.raises(ValueError, match="iters"):
         layer.newton_residual(_inputs((50, 8)), iters=0)
+
+
+@pytest.mark.parametrize("factor", [1.0, 4.0])
+def test_sequential_vjp_by_hand_matches_autodiff(factor):
+    """``solve_sequential``'s adjoint recurrence (its custom VJP) against JAX's own
+    transpose of the plain ``lax.scan``, for every parameter and the input, with the parameters
+    batched over a leading seed axis (``vmap``, as the grid trains its seeds) and P != H."""
+    from lib.ssm.lrcssm import PARAMS, _scan_cells, solve_sequential
+
+    layers = [_scaled(LrcSSM(8, 12, rngs=nnx.Rngs(s)), factor) for s in range(3)]
+    p = {n: jnp.stack([getattr(l, n)[...] for l in layers]) for n in PARAMS}
+    u = _inputs((3, 4, 50, 8))
+    w = _inputs((3, 4, 50, 12), seed=9)
+
+    def loss(solver):
+        def one(p, u, w):
+            return jnp.sum(jnp.tanh(solver(p, sensory(p, u), 1.0)) * w)
+        return lambda p, u: jnp.sum(jax.vmap(one)(p, u, w))
+
+    by_hand = jax.jit(jax.grad(loss(solve_sequential), argnums=(0, 1)))(p, u)
+    auto = jax.jit(jax.grad(loss(_scan_cells), argnums=(0, 1)))(p, u)
+    for (name, a), b in zip(sorted(by_hand[0].items()), [auto[0][n] for n in sorted(auto[0])]):
+        scale = float(jnp.max(jnp.abs(b)))
+        assert scale > 0, name
+        assert float(jnp.max(jnp.abs(a - b))) <= 1e-4 * scale, name
+    assert float(jnp.max(jnp.abs(by_hand[1] - auto[1]))) <= 1e-4 * float(jnp.max(jnp.abs(auto[1])))
