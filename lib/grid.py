@@ -487,9 +487,10 @@ def main(argv=None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    unknown = [d for d in a.datasets or () if d not in DATASETS]
+    known = list(BUDGET_SETS) if a.grid in ("budget", "controls") else list(DATASETS)
+    unknown = [d for d in a.datasets or () if d not in known]
     if unknown:
-        print(f"error: unknown data set(s) {unknown}; the grid knows {list(DATASETS)}", file=sys.stderr)
+        print(f"error: unknown data set(s) {unknown}; the {a.grid} grid knows {known}", file=sys.stderr)
         return 2
     from lib.ssm import SSM_NAMES
 

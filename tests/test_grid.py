@@ -58,6 +58,19 @@ def test_bad_grid_arguments_give_one_clear_error(tmp_path, args, message):
     assert not out.exists()
 
 
+def test_the_budget_grids_take_their_own_data_sets():
+    """``--datasets`` is checked against the chosen grid's sets: LSST and Epilepsy are budget (and
+    controls) sets, not the main grid's."""
+    r = _cli("--grid", "controls", "--profile", "budget", "--datasets", "LSST", "Epilepsy", "--dry-run", timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "--dataset Epilepsy" in r.stdout and "--dataset Handwriting" not in r.stdout
+    r = _cli("--grid", "budget", "--profile", "budget", "--datasets", "Epilepsy", "--ssms", "lru", "--dry-run",
+             timeout=120)
+    assert r.returncode == 0 and "--dataset Epilepsy --ssm lru" in r.stdout, r.stderr
+    r = _cli("--grid", "main", "--profile", "smoke", "--datasets", "LSST", "--dry-run", timeout=120)
+    assert r.returncode == 2 and "the main grid knows" in r.stderr
+
+
 def test_strip_removes_a_flag_and_its_value():
     from lib.run import strip_flag
 
