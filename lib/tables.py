@@ -11,7 +11,7 @@ from lib import results as R
 from lib.cost import cost_model, cost_s
 from lib.datasets import DATASETS
 
-__all__ = ["NOT_RUN", "main_table", "chunk_timesteps", "budget_coverage", "capped_table", "reported_at", "truncation_gaps"]
+__all__ = ["NOT_RUN", "main_table", "chunk_timesteps", "budget_coverage", "capped_table", "capped_display", "reported_at", "truncation_gaps"]
 
 NOT_RUN = "not yet run"
 
@@ -158,16 +158,26 @@ def capped_table(records, profile: str = "budget") -> "pd.DataFrame":
     """Where the step cap, not early stopping, ended training: one row per data set × input × SSM with,
     for the standard 6×1 and the looped 1×6 model, how many seeds ran to ``max_steps`` (validation
     accuracy still improved within the last ``patience`` evaluations, so the profile's cap cut the run
-    short and its accuracy may understate a longer run's)."""
+    short and its accuracy may understate a longer run's) out of how many were recorded: integer
+    columns ``standard capped``, ``standard seeds``, ``looped capped``, ``looped seeds`` (0 seeds: the
+    model has no record, e.g. a pilot's set). ``capped_display`` writes them as "k/n"."""
     import pandas as pd
 
-    cols = ["data set", "input", "ssm", "standard 6×1", "looped 1×6"]
+    cols = ["data set", "input", "ssm", "standard capped", "standard seeds", "looped capped", "looped seeds"]
     rows = []
     for (name, inp, ssm), std, loo in _comparisons(records, profile):
         if len(std) or len(loo):
-            rows.append(dict(zip(cols, (name, inp, ssm, *(
-                f"{int((m['steps'] >= m['max_steps']).sum())}/{len(m)}" if len(m) else "" for m in (std, loo))))))
-    return pd.DataFrame(rows, columns=cols)
+            counts = [x for m in (std, loo) for x in (int((m["steps"] >= m["max_steps"]).sum()) if len(m) else 0, len(m))]
+            rows.append(dict(zip(cols, (name, inp, ssm, *counts))))
+    return pd.DataFrame(rows, columns=cols).astype({c: int for c in cols[3:]})
+
+
+def capped_display(t: "pd.DataFrame") -> "pd.DataFrame":
+    """``capped_table`` for the page: the counts as "k/n" under ``standard 6×1`` and ``looped 1×6``."""
+    out = t[["data set", "input", "ssm"]].copy()
+    for model, label in (("standard", "standard 6×1"), ("looped", "looped 1×6")):
+        out[label] = [f"{k}/{n}" if n else "" for k, n in zip(t[f"{model} capped"], t[f"{model} seeds"])]
+    return out
 
 
 def reported_at(history, cap: int) -> float:

@@ -393,7 +393,7 @@ def test_cost_model_follows_the_newest_programs():
 
 
 def test_capped_table_counts_seeds_the_step_cap_stopped():
-    from lib.tables import capped_table
+    from lib.tables import capped_display, capped_table
 
     specs = [s for s in G.calibration_grid() if s.dataset == "NATOPS" and s.ssm == "s5" and s.reshape == "none"]
     recs = []
@@ -403,8 +403,13 @@ def test_capped_table_counts_seeds_the_step_cap_stopped():
             r.update(profile="budget", max_steps=cap, steps=cap if (s.loops == 1 or i < 2) else cap - 1000)
             recs.append(r)
     t = capped_table(recs)
-    assert t.to_dict("records") == [{"data set": "NATOPS", "input": "none", "ssm": "s5",
-                                     "standard 6×1": "5/5", "looped 1×6": "2/5"}]
+    assert t.to_dict("records") == [{"data set": "NATOPS", "input": "none", "ssm": "s5", "standard capped": 5,
+                                     "standard seeds": 5, "looped capped": 2, "looped seeds": 5}]
+    assert capped_display(t).to_dict("records") == [{"data set": "NATOPS", "input": "none", "ssm": "s5",
+                                                     "standard 6×1": "5/5", "looped 1×6": "2/5"}]
+    only_looped = capped_table([r for r in recs if r["loops"] > 1])
+    assert only_looped[["standard seeds", "looped seeds"]].values.tolist() == [[0, 5]]
+    assert capped_display(only_looped)["standard 6×1"].tolist() == [""]
     assert capped_table([]).empty
 
 
