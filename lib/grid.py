@@ -313,12 +313,13 @@ def budget_order(specs, records=(), profile: str = "budget") -> list:
 
 
 def estimate_text(specs, out) -> str:
-    """The grid's cost: configurations done and core-hours spent (from the records' ``wall_s``), and the
-    core-hours left at the step caps (``cost_s``, seconds per seed-step fitted on the records)."""
+    """The grid's cost: configurations done and core-hours spent on them (from their records' ``wall_s``;
+    with ``--datasets``/``--ssms`` only the selected configurations count), and the core-hours left at the step caps (``cost_s``, seconds per seed-step fitted on the records)."""
     recs = list(R.iter_records(out, validate=False)) if Path(out).exists() else []
     b = cost_model(list(R.iter_records(str(REPO / "data" / "results" / "*.jsonl"), validate=False)) + recs)
     cov = coverage(specs, recs)
-    spent = sum({(r["command"], r["created"], r["wall_s"]): r["wall_s"] for r in recs}.values()) / 3600
+    mine = records_for(specs, recs).to_dict("records") if recs else []  # these configurations' records only
+    spent = sum({(r["command"], r["created"], r["wall_s"]): r["wall_s"] for r in mine}.values()) / 3600
     left = sum(cost_s(s, b) for s in cov["missing"]) / 3600
     return (f"cost: {len(cov['done'])} of {len(specs)} configurations done ({spent:.1f} core-h spent); "
             f"{len(cov['missing'])} left, at most {left:.1f} core-h at the step caps "

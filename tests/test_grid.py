@@ -465,3 +465,20 @@ def test_every_budget_chunk_divides_its_length_or_pads():
             assert bs.pad or length % c == 0, (name, c, length)
             if bs.reshape == "rechunk":
                 assert c % C == 0, (name, c, C)  # whole timesteps per row
+
+
+def test_the_printed_cost_counts_only_the_selected_configurations(tmp_path):
+    """``estimate_text`` for a selection (``--datasets``/``--ssms``) reports the core-hours spent on
+    that selection's records, not on every record in the file."""
+    specs = [s for s in G.calibration_grid() if s.dataset == "NATOPS" and s.reshape == "none"]
+    s5 = [s for s in specs if s.ssm == "s5"]
+    others = [s for s in specs if s.ssm != "s5"]
+    out = tmp_path / "b.jsonl"
+    recs = [dict(r, wall_s=3600.0, created=f"2026-01-0{i % 9 + 1}", profile="budget")
+            for i, r in enumerate(_budget_records(s5))]
+    recs += [dict(r, wall_s=36000.0, created="2026-02-01", profile="budget") for r in _budget_records(others)]
+    out.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    text = G.estimate_text(s5, out)
+    assert text.startswith(f"cost: {len(s5)} of {len(s5)} configurations done (")
+    n_programs = len({(r["command"], r["created"]) for r in recs[:len(s5) * 5]})
+    assert f"({n_programs:.1f} core-h spent)" in text  # 1 h per program of the selection; 10 h ones left out
