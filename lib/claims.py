@@ -122,6 +122,68 @@ def hierarchical_ci(groups, *, n: int = N_BOOT, seed: int = 0, level: float = LE
     return (float(lo), float(hi))
 
 
+def spread(groups, by=None) -> dict:
+    """How the per-seed differences of ``groups`` (one array per data set) vary: ``sigma``, the sd of a
+    seed's difference about its set's mean (pooled over sets), and ``tau``, the sd of the sets' true
+    mean differences (method of moments: the variance of the set means less the part their seeds
+    explain, floored at 0); ``by`` (one label per group, e.g. the SSM) subtracts each label's mean
+    first, so differences between SSMs do not count as spread between sets. Also ``n_groups`` and
+    ``seeds`` (the median seeds per set)."""
+    groups = [np.asarray(g, float).ravel() for g in groups]
+    keep = [i for i, g in enumerate(groups) if g.size >= 2]
+    groups = [groups[i] for i in keep]
+    by = [by[i] for i in keep] if by is not None else [0] * len(groups)
+    if len(groups) < 2 or len(set(by)) >= len(groups):
+        return dict(tau=math.nan, sigma=math.nan, n_groups=len(groups), seeds=0)
+    var_w = np.array([g.var(ddof=1) for g in groups])
+    n = np.array([g.size for g in groups])
+    sigma2 = float(np.sum(var_w * (n - 1)) / np.sum(n - 1))
+    means = np.array([g.mean() for g in groups])
+    labels = np.array([str(b) for b in by])
+    centred = means - np.array([means[labels == b].mean() for b in labels])
+    between = float(np.sum(centred ** 2) / (len(groups) - len(set(labels))))
+    tau2 = max(0.0, between - sigma2 * float(np.mean(1.0 / n)))
+    return dict(tau=math.sqrt(tau2), sigma=math.sqrt(sigma2), n_groups=len(groups), seeds=int(np.median(n)))
+
+
+def interval_coverage(n_sets: int, tau: float, sigma: float, *, seeds: int = 5, reps: int = 400,
+                      n_boot: int = 1000, seed: int = 0, level: float = LEVEL) -> float:
+    """The share of simulated grids whose ``hierarchical_ci`` over ``n_sets`` data sets contains the
+    true pooled effect, when each set's true effect is drawn N(0, tau²) and each of its ``seeds``
+    per-seed differences N(that effect, sigma²): what a "95 %" interval over that few sets is worth
+    at that spread (deterministic for ``seed``). Few sets and a spread between sets that dominates the
+    seeds' give intervals that are too narrow; spread within sets alone gives intervals too wide."""
+    if n_sets < 1 or seeds < 1 or reps < 1:
+        raise ValueError(f"n_sets, seeds and reps must be >= 1, got {n_sets}, {seeds}, {reps}")
+    rng = np.random.default_rng(seed)
+    hit = 0
+    for r in range(reps):
+        effects = rng.normal(0.0, tau, n_sets)
+        groups = [e + rng.normal(0.0, sigma, seeds) for e in effects]
+        lo, hi = hierarchical_ci(groups, n=n_boot, seed=seed + 1 + r, level=level)
+        hit += lo <= 0.0 <= hi
+    return hit / reps
+
+
+def c1_spread(df: pd.DataFrame, profile: str, *, ssms=None) -> dict:
+    """``spread`` of C1's per-seed differences over the data sets the verdicts pool (unflagged), all
+    SSMs together (each SSM's own mean taken out), with the sets × SSMs it rests on (``cells``)."""
+    ssms = paper_ssms() if ssms is None else tuple(ssms)
+    d = records(df, profile, ssms)
+    per = per_dataset(df, profile, ssms=ssms, n_boot=1)
+    groups, by, cells = [], [], []
+    for ssm in ssms:
+        use = per[(per["claim"] == "C1") & (per["ssm"] == ssm) & (per["flag"] == "")]
+        if use.empty:
+            continue
+        p = claim_pairs(d[d["ssm"] == ssm], "C1")
+        for name in use["dataset"]:
+            groups.append(p[p["dataset"] == name].groupby("seed")["diff"].mean().to_numpy())
+            by.append(ssm)
+            cells.append(f"{name} {ssm}")
+    return dict(spread(groups, by), cells=cells)
+
+
 def records(df: pd.DataFrame, profile: str, ssms=None) -> pd.DataFrame:
     """The SSM records one profile's verdicts read: the paper protocol, ``TAGS``, the SSMs ``ssms``
     (default: the paper's, ``lib.ssm.paper_ssms()``), one record per training (a pilot record and a

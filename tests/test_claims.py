@@ -150,3 +150,30 @@ def test_summary_sentence_names_outcomes_sets_and_which_ssms_a_flag_concerns():
     assert "rest on 3 data sets (D0, D1, D2)" in text
     assert "Top (ceiling: s5)" in text
     assert C.summary_sentence(v.iloc[0:0]).startswith("No looped–standard pair")
+
+
+def test_spread_recovers_the_spread_it_was_drawn_with():
+    rng = np.random.default_rng(3)
+    tau, sigma = 2.0, 3.0
+    groups = [e + rng.normal(0, sigma, 10) for e in rng.normal(0, tau, 600)]
+    s = C.spread(groups)
+    assert abs(s["sigma"] - sigma) < 0.1 * sigma and abs(s["tau"] - tau) < 0.15 * tau
+    assert s["n_groups"] == 600 and s["seeds"] == 10
+    # a label's own mean is not spread between sets: two SSMs 10 points apart, no spread within each
+    same = [np.array([0.0, 0.1, -0.1])] * 4 + [np.array([10.0, 10.1, 9.9])] * 4
+    assert C.spread(same, by=["a"] * 4 + ["b"] * 4)["tau"] == 0.0
+    assert C.spread(same)["tau"] > 4
+    assert math.isnan(C.spread([np.array([1.0, 2.0])])["tau"])  # one set: no spread between sets
+
+
+def test_interval_coverage_says_what_an_interval_over_few_sets_is_worth():
+    """The hierarchical bootstrap resamples seeds inside resampled sets, so with no spread between
+    sets its interval is too wide (covers more than 95 %); when the spread between sets dominates,
+    three sets give an interval that is too narrow — the case the page warns about."""
+    wide = C.interval_coverage(3, tau=0.0, sigma=3.0, reps=300, n_boot=500)
+    narrow = C.interval_coverage(3, tau=5.0, sigma=3.0, reps=300, n_boot=500)
+    more = C.interval_coverage(12, tau=5.0, sigma=3.0, reps=300, n_boot=500)
+    assert wide >= 0.97
+    assert narrow <= 0.88 < more
+    with pytest.raises(ValueError, match="n_sets"):
+        C.interval_coverage(0, tau=1.0, sigma=1.0)
