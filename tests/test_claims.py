@@ -166,14 +166,18 @@ def test_spread_recovers_the_spread_it_was_drawn_with():
     assert math.isnan(C.spread([np.array([1.0, 2.0])])["tau"])  # one set: no spread between sets
 
 
-def test_interval_coverage_says_what_an_interval_over_few_sets_is_worth():
+def test_simulated_intervals_say_what_an_interval_over_few_sets_is_worth():
     """The hierarchical bootstrap resamples seeds inside resampled sets, so with no spread between
     sets its interval is too wide (covers more than 95 %); when the spread between sets dominates,
-    three sets give an interval that is too narrow — the case the page warns about."""
-    wide = C.interval_coverage(3, tau=0.0, sigma=3.0, reps=300, n_boot=500)
-    narrow = C.interval_coverage(3, tau=5.0, sigma=3.0, reps=300, n_boot=500)
-    more = C.interval_coverage(12, tau=5.0, sigma=3.0, reps=300, n_boot=500)
-    assert wide >= 0.97
-    assert narrow <= 0.88 < more
+    three sets give an interval that is too narrow — the case the page warns about. More sets give a
+    narrower interval."""
+    run = lambda g, tau: C.simulate_intervals(g, tau=tau, sigma=3.0, reps=300, n_boot=500)  # noqa: E731
+    wide, narrow, more = run(3, 0.0), run(3, 5.0), run(12, 5.0)
+    assert wide["coverage"] >= 0.97
+    assert narrow["coverage"] <= 0.88 < more["coverage"]
+    assert more["half_width"] < narrow["half_width"]
+    # with no spread between sets, the half-width is about 1.96 × the seeds' sd of a mean, ×√2 (seeds
+    # are resampled inside sets already resampled): 1.96 · 3 / √15 · √2 ≈ 2.1, within a quarter
+    assert 1.6 < wide["half_width"] < 2.7
     with pytest.raises(ValueError, match="n_sets"):
-        C.interval_coverage(0, tau=1.0, sigma=1.0)
+        C.simulate_intervals(0, tau=1.0, sigma=1.0)
