@@ -58,15 +58,16 @@ def test_bad_grid_arguments_give_one_clear_error(tmp_path, args, message):
     assert not out.exists()
 
 
-def test_the_budget_grids_take_their_own_data_sets():
+def test_the_budget_grids_take_their_own_data_sets(tmp_path, monkeypatch):
     """``--datasets`` is checked against the chosen grid's sets: LSST and Epilepsy are budget (and
-    controls) sets, not the main grid's."""
-    r = _cli("--grid", "controls", "--profile", "budget", "--datasets", "LSST", "Epilepsy", "--dry-run", timeout=120)
+    controls) sets, not the main grid's. No records (an empty results folder): the budget grid starts
+    with Epilepsy's pilots, and the controls run on the sets with one candidate chunk."""
+    monkeypatch.setenv("LOOPED_SSM_RESULTS_DIR", str(tmp_path))
+    r = _cli("--grid", "controls", "--profile", "budget", "--datasets", "LSST", "MotorImagery", "--dry-run", timeout=120)
     assert r.returncode == 0, r.stderr
-    assert "--dataset Epilepsy" in r.stdout and "--dataset Handwriting" not in r.stdout
-    r = _cli("--grid", "budget", "--profile", "budget", "--datasets", "Epilepsy", "--ssms", "lru", "--dry-run",
-             timeout=120)
-    assert r.returncode == 0 and "--dataset Epilepsy --ssm lru" in r.stdout, r.stderr
+    assert "--dataset MotorImagery" in r.stdout and "--dataset SelfRegulationSCP1" not in r.stdout
+    r = _cli("--grid", "budget", "--profile", "budget", "--datasets", "Epilepsy", "--dry-run", timeout=120)
+    assert r.returncode == 0 and "--dataset Epilepsy --ssm s5" in r.stdout, r.stderr
     r = _cli("--grid", "main", "--profile", "smoke", "--datasets", "LSST", "--dry-run", timeout=120)
     assert r.returncode == 2 and "the main grid knows" in r.stderr
 
