@@ -166,6 +166,12 @@ BUDGET_SETS = {
     # NATOPS: T·C = 51·24, whole timesteps per row that divide it: 3 (72) or 17; FingerMovements: 50·28, 2 or 5
     "NATOPS": BudgetSet("rechunk", (72,), raw_ssms=MAIN_SSMS, decides=False),
     "FingerMovements": BudgetSet("rechunk", (56, 140), raw_ssms=MAIN_SSMS, decides=False),
+    # Added once the records showed too few sets with headroom (issue 17 asks for "a dozen data sets";
+    # Epilepsy, UWaveGestureLibrary and JapaneseVowels landed at the ceiling, MotorImagery and LSST at
+    # chance for some SSMs): short UEA sets whose published accuracies sit well under 97 %, cheap here
+    "RacketSports": BudgetSet("concat", (2, 3, 5), raw_ssms=MAIN_SSMS),  # T 30, C 6, 4 classes
+    "Libras": BudgetSet("concat", (3, 5, 9), raw_ssms=MAIN_SSMS),  # T 45, C 2, 15 classes
+    "ERing": BudgetSet("concat", (5, 13), raw_ssms=MAIN_SSMS),  # T 65, C 4, 6 classes (30 train, 270 test cases)
 }
 #: the cells with full-profile records that the budget profile is calibrated on (issue 17 §1):
 #: (data set, ssm, reshape, chunk), each run standard 6×1 and looped 1×6

@@ -146,6 +146,8 @@ def test_the_fourth_set_is_one_the_records_do_not_flag():
     assert K.control_sets(mi) == (*K.CONTROL_SETS, "Epilepsy")
     ep = cell("Epilepsy", "s5", "concat", 4, 0.99, 0.98)
     assert K.control_sets(mi + ep) == (*K.CONTROL_SETS, "UWaveGestureLibrary")
+    uw = cell("UWaveGestureLibrary", "s5", "concat", 9, 0.98, 0.98)
+    assert K.control_sets(mi + ep + uw) == (*K.CONTROL_SETS, "RacketSports")
     ep_ok = cell("Epilepsy", "s5", "concat", 4, 0.90, 0.92)
     assert K.control_sets(mi + ep_ok) == (*K.CONTROL_SETS, "Epilepsy")
     names = {s.dataset for s in K.controls_grid("budget", records=mi + ep)}
