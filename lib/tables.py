@@ -103,9 +103,11 @@ def chunk_timesteps(dataset: str, reshape: str, chunk: int) -> int:
 
 
 def budget_coverage(records, profile: str = "budget") -> "pd.DataFrame":
-    """The budget grid as a matrix: one row per data set × input, one column per SSM × model, each
-    cell "n/5" (seeds recorded; "·" for none; "" where the grid has no such cell); plus the row's
-    core-hours spent (records' ``wall_s``, one program per configuration) and its estimate left."""
+    """The budget grid as a matrix: one row per data set × input, one column per SSM, each cell its
+    models, standard first, with "✓" (all seeds recorded), "n/5" (some) or "·" (none), the chunk
+    pilot (a looped S5 model) marked "pilot" in S5's column; "" where the grid has no such cell; plus
+    the row's core-hours spent (records' ``wall_s``, one program per configuration) and its estimate
+    left."""
     import pandas as pd
 
     from lib.grid import MAIN_SSMS, PILOT_TAG, REPO, _rows, budget_grid, records_for
@@ -123,16 +125,19 @@ def budget_coverage(records, profile: str = "budget") -> "pd.DataFrame":
         row = rows.setdefault(key, {"data set": s.dataset, "input": key[1], "core-h spent": 0.0, "core-h left": 0.0})
         seen = [have.get(R.training_key(s.training_fields(x))) for x in s.seeds]
         n = sum(r is not None for r in seen)
-        col = "pilot" if s.tag == PILOT_TAG else s.ssm
         mark = "✓" if n == len(s.seeds) else f"{n}/{len(s.seeds)}" if n else "·"
-        row[col] = (row.get(col, "") + " " + f"{s.blocks}×{s.loops} {mark}").strip()
+        row.setdefault(s.ssm, []).append((-s.blocks, f"{s.blocks}×{s.loops} {mark}"
+                                          + (" pilot" if s.tag == PILOT_TAG else "")))
         if n:
             row["core-h spent"] += max(r["wall_s"] for r in seen if r is not None) / 3600
         if n < len(s.seeds):
             row["core-h left"] += cost_s(s, b) / 3600
+    for row in rows.values():
+        for ssm in MAIN_SSMS:
+            if ssm in row:
+                row[ssm] = " ".join(text for _, text in sorted(row[ssm]))
     df = pd.DataFrame(list(rows.values())).fillna("")
-    cols = ["data set", "input"] + [c for c in (*MAIN_SSMS, "pilot") if c in df.columns] + ["core-h spent",
-                                                                                           "core-h left"]
+    cols = ["data set", "input"] + [c for c in MAIN_SSMS if c in df.columns] + ["core-h spent", "core-h left"]
     df = df.sort_values(["data set", "input"], key=lambda c: c.map(lambda v: (v != "none", str(v))))
     return df[cols].round(2).reset_index(drop=True) if len(df) else df
 
