@@ -333,14 +333,23 @@ def estimate_text(specs, out) -> str:
             + ", ".join(f"{k} {v * 1e6:.0f}" for k, v in b.items()) + ")")
 
 
+def plan_round(todo) -> list:
+    """The next round of ``todo`` (a budget plan, in order): up to and including its last chunk pilot,
+    or all of it when no pilot is left. The plan is made again after each round, so the comparisons
+    of a set whose pilots have just chosen its chunk (``budget_chunks``) take their place in the order
+    at once, instead of after every comparison planned before they existed."""
+    last = max((i for i, s in enumerate(todo) if s.tag == PILOT_TAG), default=len(todo) - 1)
+    return list(todo[:last + 1])
+
+
 def _planned(specs, a, out, shard, ran):
-    """The configurations to run, in order; for the budget grid the plan is made again when it is
-    done, so the cells of a set whose pilot finished meanwhile (``budget_chunks``) follow."""
+    """The configurations to run, in order; for the budget grid in rounds (``plan_round``), the plan
+    made again after each."""
     while True:
         todo = [s for s in specs if s not in ran]
         if not todo:
             return
-        for s in todo:
+        for s in (plan_round(todo) if a.grid == "budget" else todo):
             ran.add(s)
             yield s
         if a.grid != "budget":

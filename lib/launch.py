@@ -255,7 +255,8 @@ def run_local(specs, a, out, shard, where) -> int:
 
 def run_ray(specs, a, out, shard, where) -> int:
     """Every configuration as a Ray task (``lib.launch``); this process writes every record. The
-    budget grid runs in rounds: it is planned again once a round's tasks have all finished."""
+    budget grid runs in rounds (``lib.grid.plan_round``: up to its last chunk pilot, then the rest):
+    it is planned again once a round's tasks have all finished."""
     import dataclasses as dc
 
     from lib.run import INTERRUPTED
@@ -276,6 +277,7 @@ def run_ray(specs, a, out, shard, where) -> int:
             todo = [s for s in specs if s not in ran]
             if not todo:
                 break
+            todo = G.plan_round(todo) if a.grid == "budget" else todo
             ran.update(todo)
             batch = []
             for spec in todo:

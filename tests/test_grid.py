@@ -491,3 +491,18 @@ def test_the_printed_cost_counts_only_the_selected_configurations(tmp_path):
     assert text.startswith(f"cost: {len(s5)} of {len(s5)} configurations done (")
     n_programs = len({(r["command"], r["created"]) for r in recs[:len(s5) * 5]})
     assert f"({n_programs:.1f} core-h spent)" in text  # 1 h per program of the selection; 10 h ones left out
+
+
+def test_the_budget_plan_is_made_again_after_the_pilots(monkeypatch):
+    """A set's comparisons exist only once its pilots have chosen its chunk; the budget grid runs up
+    to its last pilot, plans again, and so runs them in their place in the order, not after every
+    comparison planned before them."""
+    from types import SimpleNamespace
+
+    pilot = G.pilot_grid("budget", ["Libras"])[:1]
+    old = [G._budget_spec("Handwriting", "s5", 6, 1, "none"), G._budget_spec("Handwriting", "s5", 1, 6, "none")]
+    new = [G._budget_spec("Libras", "s5", 6, 1, "concat", 3)]
+    assert G.plan_round(pilot + old) == pilot and G.plan_round(old) == old
+    monkeypatch.setitem(G.GRIDS, "budget", lambda *_: pilot + new + old)
+    a = SimpleNamespace(grid="budget", profile="budget", datasets=None, ssms=None)
+    assert list(G._planned(pilot + old, a, "out.jsonl", (0, 1), set())) == pilot + new + old
