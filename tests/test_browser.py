@@ -174,9 +174,9 @@ def test_page(page_name, browser, base_url):
     page.on("requestfailed", lambda req: failed.append(f"failed {req.url}")
             if req.url.startswith(base_url) else None)
     try:
-        response = page.goto(f"{base_url}/{page_name}.html", wait_until="load")
+        response = page.goto(f"{base_url}/{page_name}.html", wait_until="load", timeout=120_000)
         assert response is not None and response.ok, f"{page_name}.html: HTTP {response and response.status}"
-        page.wait_for_load_state("networkidle")
+        page.wait_for_load_state("networkidle", timeout=120_000)  # a busy machine: see _open
         assert page.locator("main h1, article h1").count() >= 1, f"{page_name}: no title on the page"
 
         # charts drew
@@ -290,8 +290,9 @@ def _open(browser, base_url, page_name, width):
     context.route("**/*", lambda r: r.continue_() if r.request.url.startswith((base_url, "data:", "blob:", "about:"))
                   else r.abort())
     page = context.new_page()
-    page.goto(f"{base_url}/{page_name}.html", wait_until="load")
-    page.wait_for_load_state("networkidle")
+    page.goto(f"{base_url}/{page_name}.html", wait_until="load", timeout=120_000)
+    # 30 s (the default) ran out once while two training processes shared the 2 cores (CI at 92ecebb)
+    page.wait_for_load_state("networkidle", timeout=120_000)
     charts = page.locator(".book-vega")
     for i in range(charts.count()):
         charts.nth(i).locator("svg, canvas").first.wait_for(state="attached", timeout=15_000)
