@@ -318,12 +318,18 @@ def budget_order(specs, records=(), profile: str = "budget") -> list:
     return [s for key in sorted(groups, key=value) for s in groups[key]]
 
 
+def _cost_state(specs, out):
+    """``out``'s records, the fitted cost model (``cost_model`` over every committed record and
+    ``out``'s) and ``coverage(specs, records)``."""
+    recs = list(R.iter_records(out, validate=False)) if Path(out).exists() else []
+    b = cost_model(list(R.iter_records(str(REPO / "data" / "results" / "*.jsonl"), validate=False)) + recs)
+    return recs, b, coverage(specs, recs)
+
+
 def estimate_text(specs, out) -> str:
     """The grid's cost: configurations done and core-hours spent on them (from their records' ``wall_s``;
     with ``--datasets``/``--ssms`` only the selected configurations count), and the core-hours left at the step caps (``cost_s``, seconds per seed-step fitted on the records)."""
-    recs = list(R.iter_records(out, validate=False)) if Path(out).exists() else []
-    b = cost_model(list(R.iter_records(str(REPO / "data" / "results" / "*.jsonl"), validate=False)) + recs)
-    cov = coverage(specs, recs)
+    recs, b, cov = _cost_state(specs, out)
     mine = records_for(specs, recs).to_dict("records") if recs else []  # these configurations' records only
     spent = sum({(r["command"], r["created"], r["wall_s"]): r["wall_s"] for r in mine}.values()) / 3600
     left = sum(cost_s(s, b) for s in cov["missing"]) / 3600
@@ -331,6 +337,16 @@ def estimate_text(specs, out) -> str:
             f"{len(cov['missing'])} left, at most {left:.1f} core-h at the step caps "
             f"(s per seed-step = {OVERHEAD_S * 1e3:g} ms + b × depth × T', b in µs: "
             + ", ".join(f"{k} {v * 1e6:.0f}" for k, v in b.items()) + ")")
+
+
+def dry_run_lines(specs, out) -> list:
+    """``--dry-run``: each configuration's command, in the order it would run, with what is known of
+    it: ``# recorded`` (every seed has a record in ``out``) or ``# left: ≤ X core-h`` (its cost at the
+    step cap, ``cost_s``); the commands stay runnable as printed."""
+    _, b, cov = _cost_state(specs, out)
+    done = {id(s) for s in cov["done"]}
+    return [f"  {s.command(out)}  # " + ("recorded" if id(s) in done else f"left: ≤ {cost_s(s, b) / 3600:.2f} core-h")
+            for s in specs]
 
 
 def plan_round(todo) -> list:
@@ -533,8 +549,7 @@ def main(argv=None) -> int:
     if a.grid == "budget":
         print(estimate_text(specs, out), flush=True)
     if a.dry_run:
-        for s in specs:
-            print("  " + s.command(out))
+        print("\n".join(dry_run_lines(specs, out)))
         return 0
     from lib.launch import run_local, run_ray
 

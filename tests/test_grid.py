@@ -506,3 +506,16 @@ def test_the_budget_plan_is_made_again_after_the_pilots(monkeypatch):
     monkeypatch.setitem(G.GRIDS, "budget", lambda *_: pilot + new + old)
     a = SimpleNamespace(grid="budget", profile="budget", datasets=None, ssms=None)
     assert list(G._planned(pilot + old, a, "out.jsonl", (0, 1), set())) == pilot + new + old
+
+
+def test_dry_run_marks_what_is_recorded_and_what_is_left(tmp_path):
+    """``--dry-run`` says of each configuration whether ``out`` records it, or what it costs at the cap;
+    the commands stay runnable as printed (the note is a shell comment)."""
+    specs = [s for s in G.calibration_grid() if s.dataset == "NATOPS" and s.reshape == "none" and s.ssm == "s5"]
+    out = str(tmp_path / "b.jsonl")
+    Path(out).write_text("".join(json.dumps(dict(r, profile="budget")) + "\n" for r in _budget_records(specs[:1])))
+    lines = G.dry_run_lines(specs, out)
+    assert len(lines) == len(specs) and lines[0] == f"  {specs[0].command(out)}  # recorded"
+    assert all(l.startswith(f"  {s.command(out)}  # left: ≤ ") and l.endswith(" core-h") for l, s in zip(lines[1:], specs[1:]))
+    assert float(lines[1].split("≤ ")[1].split()[0]) > 0
+    assert _listed("\n".join(lines)) == [l.strip() for l in lines]
