@@ -46,23 +46,25 @@ CONTROL_LRS = (3e-4, 1e-3, 3e-3)
 TAGS = {"tied": "control-tied", "lr": "control-lr", "injection": "control-injection"}
 
 
-def control_sets(records, profile: str = "budget") -> tuple:
+def control_sets(records, profile: str = "budget", *, flagged=None) -> tuple:
     """``CONTROL_SETS`` and the one more set with headroom: the first of ``FOURTH_SET_CANDIDATES``
     whose budget-grid comparison the records do not flag (``lib.grid.flagged_pairs``: ceiling or
     chance) for any of ``CONTROL_SSMS``; a candidate not yet recorded counts as having headroom, so
-    the choice can move on once its comparison is recorded (records already made stay shown)."""
+    the choice can move on once its comparison is recorded (records already made stay shown).
+    ``flagged``: ``flagged_pairs`` of the same records, where the caller has it already."""
     from lib import grid as G
 
-    flagged = G.flagged_pairs(R.as_rows(records), profile)
+    flagged = G.flagged_pairs(R.as_rows(records), profile) if flagged is None else flagged
     for name in FOURTH_SET_CANDIDATES:
         if (name, None) not in flagged and not any((name, ssm) in flagged for ssm in CONTROL_SSMS):
             return (*CONTROL_SETS, name)
     return CONTROL_SETS
 
 
-def controls_grid(profile: str = "budget", datasets=None, ssms=None, *, records=None) -> list:
+def controls_grid(profile: str = "budget", datasets=None, ssms=None, *, records=None, flagged=None) -> list:
     """The controls' configurations (``RunSpec``s) on ``control_sets`` whose budget-grid chunk is
-    chosen."""
+    chosen, in ``budget_order``; ``flagged``: ``lib.grid.flagged_pairs`` of ``records``, where the caller
+    has it already (both steps read it)."""
     from lib import grid as G
 
     depth = G.SMOKE["depth"] if profile == "smoke" else 6
@@ -71,8 +73,9 @@ def controls_grid(profile: str = "budget", datasets=None, ssms=None, *, records=
         records = list(R.iter_records(path, validate=False)) if __import__("os").path.exists(path) else []
     records = R.as_rows(records)
     chosen = G.budget_chunks(records, profile)
+    flagged = G.flagged_pairs(records, profile) if flagged is None else flagged
     specs = []
-    for name in control_sets(records, profile):
+    for name in control_sets(records, profile, flagged=flagged):
         if (datasets and name not in datasets) or name not in chosen:
             continue
         bs = G.BUDGET_SETS[name]
@@ -87,7 +90,7 @@ def controls_grid(profile: str = "budget", datasets=None, ssms=None, *, records=
                 if not math.isclose(lr, default_lr):
                     specs += [spec(b, l, TAGS["lr"], lr=lr) for b, l in ((depth, 1), (1, depth))]
             specs.append(spec(1, depth, TAGS["injection"], input_injection=True))
-    return G.budget_order(specs, records)
+    return G.budget_order(specs, records, profile, flagged=flagged)
 
 
 def control_records(df: pd.DataFrame, profile: str = "budget") -> pd.DataFrame:

@@ -287,15 +287,16 @@ def flagged_pairs(records, profile: str = "budget") -> set:
     return out
 
 
-def budget_order(specs, records=(), profile: str = "budget") -> list:
+def budget_order(specs, records=(), profile: str = "budget", *, flagged=None) -> list:
     """``specs`` in the order the budget grid runs them: the calibration, then the pilots, then the
     comparisons by information per core-hour — a pair (standard and looped on one input) stays
     together; its value is the test cases it is scored on (binomial noise ∝ 1/n) per core-second,
     doubled for the paper's sets; cells that cannot decide run after all that can: sets known not to
-    (``BudgetSet.decides``) and comparisons the records already flag (``flagged_pairs``)."""
+    (``BudgetSet.decides``) and comparisons the records already flag (``flagged_pairs``; ``flagged``
+    where the caller has it already)."""
     records = _rows(records)
     b = cost_model(records)
-    flagged = flagged_pairs(records, profile)
+    flagged = flagged_pairs(records, profile) if flagged is None else flagged
     calib = {(n, s, r, c) for n, s, r, c in CALIBRATION}
 
     def tier(s):

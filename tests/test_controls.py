@@ -153,3 +153,21 @@ def test_the_fourth_set_is_one_the_records_do_not_flag():
     names = {s.dataset for s in K.controls_grid("budget", records=mi + ep)}
     assert "UWaveGestureLibrary" not in names  # its chunk waits for its pilot; MotorImagery is out
     assert "MotorImagery" not in names and "Epilepsy" not in names
+
+
+def test_the_controls_grid_reads_the_flags_once(monkeypatch):
+    """``controls_grid`` works out which comparisons are flagged once and hands that to both steps
+    that read it (which sets, and in what order); given ``flagged`` it computes nothing again and
+    plans the same grid."""
+    from lib import grid as G
+
+    recs = [_rec("MotorImagery", seed, blocks=b, loops=l, test=t, ssm="lru", reshape="rechunk", chunk=1920)
+            for seed in SEEDS for (b, l), t in (((6, 1), 0.47), ((1, 6), 0.52))]
+    calls = []
+    real = G.flagged_pairs
+    monkeypatch.setattr(G, "flagged_pairs", lambda *a, **k: calls.append(a) or real(*a, **k))
+    specs = K.controls_grid("budget", records=recs)
+    assert len(calls) == 1
+    flagged = real(recs)
+    assert K.controls_grid("budget", records=recs, flagged=flagged) == specs and len(calls) == 1
+    assert K.control_sets(recs, flagged=flagged) == K.control_sets(recs) and len(calls) == 2
