@@ -187,6 +187,32 @@ def c1_spread(df: pd.DataFrame, profile: str, *, ssms=None) -> dict:
     return dict(spread(groups, by), cells=cells)
 
 
+SETS_SEARCHED = (10, 12, 16, 20, 24, 32, 48)  # grid sizes tried for how many sets a decision would take
+
+
+def c1_decidability(df: pd.DataFrame, profile: str, *, n_sets: int = 8, search=SETS_SEARCHED) -> dict:
+    """What a grid of ``n_sets`` data sets can decide about C1 at the spread the records show
+    (``c1_spread``; one home for the intro's and the Experiments chapter's sentences): ``half_width``,
+    the median half-width of the pooled 95 % interval (``simulate_intervals``); C1 can then read
+    "holds" only for a true effect above ``holds_above`` (−δ + half-width) and "fails" only below
+    ``fails_below`` (−δ − half-width). ``sets_needed``: the first size in ``search`` whose half-width is
+    under δ (so that truly equal models can read "holds"), None when none is; ``sets_enough_not``: the
+    size before it in ``search`` (None when it is the first). Values are NaN / None where the spread is
+    not computable (fewer than two pooled cells)."""
+    sp = c1_spread(df, profile)
+    out = dict(sp, n_sets=n_sets, half_width=math.nan, holds_above=math.nan, fails_below=math.nan,
+               sets_needed=None, sets_enough_not=None)
+    if not math.isfinite(sp["tau"]):
+        return out
+    hw = simulate_intervals(n_sets, sp["tau"], sp["sigma"], seeds=sp["seeds"])["half_width"]
+    search = tuple(search)
+    need = next((g for g in search if simulate_intervals(g, sp["tau"], sp["sigma"], seeds=sp["seeds"],
+                                                         reps=200)["half_width"] < DELTA), None)
+    before = search[search.index(need) - 1] if need is not None and search.index(need) else None
+    return dict(out, half_width=hw, holds_above=hw - DELTA, fails_below=-DELTA - hw, sets_needed=need,
+                sets_enough_not=before)
+
+
 def records(df: pd.DataFrame, profile: str, ssms=None) -> pd.DataFrame:
     """The SSM records one profile's verdicts read: the paper protocol, ``TAGS``, the SSMs ``ssms``
     (default: the paper's, ``lib.ssm.paper_ssms()``), one record per training (a pilot record and a
@@ -387,13 +413,19 @@ def summary_sentence(v: pd.DataFrame) -> str:
                                              if o == "not decidable" else "") for o, s in by.items() if s]
         parts.append(f"That {names[claim]}: " + "; ".join(bits) + ".")
     sets = sorted({s for x in v["sets"] for s in x.split(", ") if s})
-    who = {}  # "set (flag)" -> the SSMs whose comparisons on it are flagged
-    for x, ssm in zip(v["flagged"], v["ssm"]):
+    who = {}  # "set (flag)" -> SSM -> the claims whose comparisons on it are flagged
+    for x, ssm, claim in zip(v["flagged"], v["ssm"], v["claim"]):
         for f in (f for f in x.split(", ") if f):
-            who.setdefault(f, set()).add(ssm)
-    flagged = [f"{f[:-1]}: {', '.join(sorted(who[f]))})" for f in sorted(who)]
+            who.setdefault(f, {}).setdefault(ssm, set()).add(claim)
+    flagged = []
+    for f in sorted(who):  # a set can be at the ceiling on one input (one claim) and decide another
+        by_claims = {}
+        for ssm, cs in sorted(who[f].items()):
+            by_claims.setdefault(tuple(sorted(cs)), []).append(ssm)
+        flagged.append(f"{f[:-1]}: " + "; ".join(f"{', '.join(ssms)} in {', '.join(cs)}"
+                                                   for cs, ssms in by_claims.items()) + ")")
     tail = f" The pooled effects rest on {len(sets)} data set{'s' * (len(sets) != 1)} ({', '.join(sets) or 'none'})"
-    tail += f"; flagged and left out, for the SSMs named: {', '.join(flagged)}." if flagged else "."
+    tail += f"; flagged and left out, for the SSMs and claims named: {', '.join(flagged)}." if flagged else "."
     return " ".join(parts) + tail
 
 

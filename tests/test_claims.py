@@ -148,7 +148,14 @@ def test_summary_sentence_names_outcomes_sets_and_which_ssms_a_flag_concerns():
     text = C.summary_sentence(v[v["scope"] == "all sets"])
     assert "That looping matches the standard model (C1): holds for s5; not yet run for lru." in text
     assert "rest on 3 data sets (D0, D1, D2)" in text
-    assert "Top (ceiling: s5)" in text
+    assert "Top (ceiling: s5 in C1)" in text
+    # a set at the ceiling on its reshaped input only (both models) is left out of C4, and still decides C1 and C3
+    top = pd.DataFrame(cell("Top", "s5", 6, 1, [0.90] * 5) + cell("Top", "s5", 1, 6, [0.91] * 5)
+                       + cell("Top", "s5", 6, 1, [0.99] * 5, "concat", 4) + cell("Top", "s5", 1, 6, [0.99] * 5, "concat", 4))
+    v = C.verdict_table(pd.concat([grid((0.0, 0.1, 0.2), noise=0.001, reshape_gain=2.0), top]), "budget",
+                        ssms=("s5",), n_boot=200)
+    text = C.summary_sentence(v[v["scope"] == "all sets"])
+    assert "Top (ceiling: s5 in C4)" in text and "rest on 4 data sets (D0, D1, D2, Top)" in text
     assert C.summary_sentence(v.iloc[0:0]).startswith("No looped–standard pair")
 
 
@@ -181,3 +188,25 @@ def test_simulated_intervals_say_what_an_interval_over_few_sets_is_worth():
     assert 1.6 < wide["half_width"] < 2.7
     with pytest.raises(ValueError, match="n_sets"):
         C.simulate_intervals(0, tau=1.0, sigma=1.0)
+
+
+def test_c1_decidability_says_what_a_complete_grid_can_decide():
+    """One home for both pages' "what C1 can decide": the half-width over ``n_sets`` sets at the
+    records' spread, the effects above/below which C1 can hold/fail (−δ ± half-width), and the
+    searched number of sets that brings the half-width under δ; the quieter the seeds, the fewer sets."""
+    noisy = C.c1_decidability(grid([-1.0, 0.5, 2.0, 0.0], noise=0.03, seed=1), "budget", n_sets=8)
+    assert noisy["n_groups"] == 4 and noisy["cells"] == ["D0 s5", "D1 s5", "D2 s5", "D3 s5"]
+    hw = C.simulate_intervals(8, noisy["tau"], noisy["sigma"], seeds=noisy["seeds"])["half_width"]
+    assert noisy["half_width"] == hw
+    assert noisy["holds_above"] == pytest.approx(hw - C.DELTA)
+    assert noisy["fails_below"] == pytest.approx(-C.DELTA - hw)
+    need = noisy["sets_needed"]
+    assert need in C.SETS_SEARCHED
+    assert C.simulate_intervals(need, noisy["tau"], noisy["sigma"], seeds=5, reps=200)["half_width"] < C.DELTA
+    before = noisy["sets_enough_not"]
+    assert before is None or C.simulate_intervals(before, noisy["tau"], noisy["sigma"], seeds=5,
+                                                  reps=200)["half_width"] >= C.DELTA
+    quiet = C.c1_decidability(grid([-1.0, 0.5, 2.0, 0.0], noise=0.005, seed=1), "budget", search=(3, 4, 6, 8))
+    assert quiet["half_width"] < noisy["half_width"] and quiet["sets_needed"] in (3, 4, 6, 8)
+    none = C.c1_decidability(grid([0.0]), "budget")  # one set: no spread between sets to estimate
+    assert math.isnan(none["half_width"]) and none["sets_needed"] is None
