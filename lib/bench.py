@@ -38,7 +38,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from lib.ssm import SSM_NAMES, make_ssm
+from lib.launch import ONE_CORE_XLA_FLAGS  # what each worker process is run with (the grid's setting)
+from lib.ssm import SSM_NAMES, make_ssm, paper_ssms
 from lib.train import default_mode
 
 
@@ -116,10 +117,8 @@ GRID_SHAPES = {
 }
 #: the raw SCP1 input, for S5 only (``--raw``)
 RAW_SHAPE = {"SelfRegulationSCP1 raw": (896, 6)}
-TRAIN_SSMS = ("lru", "s5", "linoss-im", "lrcssm")
+TRAIN_SSMS = paper_ssms()
 MODELS = ((6, 1), (1, 6))
-#: what each worker process is run with: one core, XLA's CPU thread pool off (the grid's setting)
-ONE_CORE_XLA_FLAGS = "--xla_cpu_multi_thread_eigen=false"
 
 
 def _synthetic_split(n: int, T: int, C: int, classes: int, seed: int):
