@@ -58,7 +58,7 @@ WORK = ROOT / ".build"
 VENDOR = ROOT / "_vendor"
 TOC = ROOT / "_toc.yml"
 
-PROFILES = {
+BOOK_PROFILES = {  # how a chapter runs (its papermill `profile`); the training profiles are lib.profiles.PROFILES
     "smoke": "CPU, minutes: every code path on tiny data/few steps; what CI and the chapter tests run",
     "full": "GPU, hours: the paper's protocol (all data sets, 5 seeds); what the committed results come from",
 }
@@ -461,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lib.book", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="execute the chapters, vendor the JS, build the HTML book")
-    b.add_argument("--profile", choices=sorted(PROFILES), default="smoke")
+    b.add_argument("--profile", choices=sorted(BOOK_PROFILES), default="smoke")
     b.add_argument("--chapters", nargs="+", metavar="NAME", help="execute only these (others: reused or stubs)")
     b.add_argument("--out", type=Path, default=ROOT / "_build", help="build folder (html goes to OUT/html)")
     b.add_argument("--timeout", type=float, default=None, help="per-cell timeout in seconds (default: none)")
@@ -470,7 +470,7 @@ def main(argv: list[str] | None = None) -> int:
                         "profile (changes to lib/ or data are not noticed)")
     e = sub.add_parser("execute", help="execute one chapter with papermill")
     e.add_argument("chapter")
-    e.add_argument("--profile", choices=sorted(PROFILES), default="smoke")
+    e.add_argument("--profile", choices=sorted(BOOK_PROFILES), default="smoke")
     e.add_argument("--out", type=Path, default=None, help="executed notebook (default chapters/NAME.ipynb)")
     e.add_argument("--timeout", type=float, default=None)
     sub.add_parser("vendor", help="write _vendor/ (vega bundle, MathJax) only")

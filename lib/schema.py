@@ -50,8 +50,7 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 # schema
 # --------------------------------------------------------------------------------------------
-RESHAPES = ("none", "concat", "rechunk")
-ORDERS = ("time", "feature")
+from lib.reshape import METHODS as RESHAPES, ORDERS  # noqa: E402  (one home: lib.reshape, NumPy only)
 #: how a model's weights start (``lib.model.build_model``): the default initialisation, or (standard
 #: models) the looped model's weights untied (``lib.model.tied_init``)
 INITS = ("default", "tied")
