@@ -525,8 +525,8 @@ def saved_models(folder, blocks=(1, 2)) -> list[Path]:
 
 def pick_saved(paths, blocks=(1, 2), ssm: str | None = None, depth: int | None = None) -> dict:
     """One saved model per k in ``blocks``: ``{k: path}``. Prefers a group of files that share data
-    set, SSM, reshaping, chunk, hidden size and seed and has every k, so that the models compare like
-    with like; otherwise one file for each k. Missing k are left out. Candidates are ranked by
+    set, SSM, reshaping, chunk, hidden size, seed and training profile (protocol) and has every k, so
+    that the models compare like with like; otherwise one file for each k. Missing k are left out. Candidates are ranked by
     ``ssm`` first (models of this SSM), then by ``depth`` (models with k·L = depth), then by
     recorded validation accuracy (a model that learnt its task over one near chance), then by path."""
     metas = {Path(p): json.loads(Path(p).with_suffix(".json").read_text()) for p in paths}
@@ -546,7 +546,7 @@ def pick_saved(paths, blocks=(1, 2), ssm: str | None = None, depth: int | None =
         if k not in tuple(blocks):
             continue
         key = (rec.get("dataset"), mk.get("ssm"), rec.get("reshape"), rec.get("chunk"), mk.get("hidden"),
-               rec.get("seed"))
+               rec.get("seed"), rec.get("profile"), rec.get("protocol"))
         groups.setdefault(key, {}).setdefault(k, path)
         first.setdefault(k, path)
     for group in groups.values():

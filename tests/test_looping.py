@@ -193,9 +193,9 @@ def test_pick_saved_prefers_matching_groups_and_the_asked_ssm(tmp_path):
 
     from lib import looping as LP
 
-    def save(name, ssm, blocks, dataset="D", seed=1, val_acc=None):
+    def save(name, ssm, blocks, dataset="D", seed=1, val_acc=None, profile="full"):
         (tmp_path / f"{name}.npz").write_bytes(b"")
-        rec = {"dataset": dataset, "reshape": "none", "chunk": 1, "seed": seed}
+        rec = {"dataset": dataset, "reshape": "none", "chunk": 1, "seed": seed, "profile": profile}
         if val_acc is not None:
             rec["val_acc"] = val_acc
         (tmp_path / f"{name}.json").write_text(_json.dumps(
@@ -211,6 +211,11 @@ def test_pick_saved_prefers_matching_groups_and_the_asked_ssm(tmp_path):
     d_lru = save("d_lru_k2", "lru", 2, dataset="E")
     # a like-with-like pair (same data set, SSM, seed) wins over the first file of each k
     assert LP.pick_saved([a_lru, b_s5, c_s5, d_lru]) == {1: b_s5, 2: c_s5}
+    # ... trained under one protocol: a budget-profile k = 2 is no pair for a full-profile k = 1
+    c_budget = save("c_s5_k2_budget", "s5", 2, profile="budget")
+    a_budget = save("a_lru_k1_budget", "lru", 1, profile="budget")
+    lru_budget = save("h_lru_k2_budget", "lru", 2, profile="budget")
+    assert LP.pick_saved([b_s5, c_budget, a_budget, lru_budget], ssm="s5") == {1: a_budget, 2: lru_budget}
     # without a pair, the model that learnt its task best (validation) wins over the sorted order
     near_chance = save("e_s5_k1", "s5", 1, dataset="F", val_acc=0.55)
     learnt = save("f_s5_k1", "s5", 1, dataset="G", val_acc=0.98)
