@@ -337,6 +337,45 @@ def per_dataset(df: pd.DataFrame, profile: str, *, ssms=None, n_boot: int = N_BO
     return pd.DataFrame(rows, columns=cols)
 
 
+def depth_policy_pairs(df: pd.DataFrame, profile: str, *, ssms=None, min_models: int = 2, n_boot: int = N_BOOT,
+                       seed: int = 0) -> pd.DataFrame:
+    """Depth 6 split other ways on the same input, against the standard 6×1 model: for every input
+    (data set, reshaping, chunk) and SSM with records of 6×1 and of at least one other k × L of the
+    same depth (3×2, 2×3, 1×6; ``min_models`` k × L in all), one row per k × L: its mean ± std test accuracy, the mean paired
+    difference from 6×1 over seeds (points) with its bootstrap interval over seeds, the seed count,
+    and the flag (ceiling / chance / "", ``flag`` on the two models' means). The looped end (1×6)
+    is C1's comparison; 3×2 and 2×3 say whether sharing is gradual."""
+    ssms = paper_ssms() if ssms is None else tuple(ssms)
+    d = records(df, profile, ssms)
+    cols = ["dataset", "input", "ssm", "model", "blocks", "loops", "mean", "std", "diff", "lo", "hi", "n_seeds",
+            "flag"]
+    if d.empty:
+        return pd.DataFrame(columns=cols)
+    depth = STANDARD[0] * STANDARD[1]
+    d = d[d["blocks"] * d["loops"] == depth]
+    rows = []
+    for (name, ssm, reshape, chunk), g in d.groupby(["dataset", "ssm", "reshape", "chunk"], sort=True):
+        models = sorted({(int(b), int(l)) for b, l in zip(g["blocks"], g["loops"])}, reverse=True)
+        if STANDARD not in models or len(models) < max(2, min_models):
+            continue
+        std = dict(blocks=STANDARD[0], loops=STANDARD[1])
+        chance = chance_level(d, name)
+        for b, l in models:
+            acc = 100 * R.select(g, dict(blocks=b, loops=l))["test_acc"].astype(float)
+            row = dict(dataset=name, input=input_label(reshape, chunk), ssm=ssm, model=f"{b}×{l}", blocks=b,
+                       loops=l, mean=float(acc.mean()), std=float(acc.std(ddof=0)), diff=math.nan, lo=math.nan,
+                       hi=math.nan, n_seeds=len(acc), flag="")
+            if (b, l) != STANDARD:
+                p = _pairs(g, dict(blocks=b, loops=l), std)
+                if not p.empty:
+                    per_seed = p.groupby("seed")[["a", "b", "diff"]].mean()
+                    lo, hi = hierarchical_ci([per_seed["diff"].to_numpy()], n=n_boot, seed=seed)
+                    row.update(diff=float(per_seed["diff"].mean()), lo=lo, hi=hi, n_seeds=len(per_seed),
+                               flag=flag(float(per_seed["a"].mean()), float(per_seed["b"].mean()), chance))
+            rows.append(row)
+    return pd.DataFrame(rows, columns=cols)
+
+
 def _paper_sets() -> tuple:
     from lib.datasets import PAPER_DATASETS
 

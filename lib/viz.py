@@ -323,6 +323,31 @@ def verdict_grid(cells: dict, rows, columns, *, row_labels: dict | None = None, 
                 f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
 
 
+#: depth 6 as unique blocks × loops, most unique blocks first
+DEPTH6_MODELS = ("6×1", "3×2", "2×3", "1×6")
+
+
+def depth_policy_chart(df, *, width: int = 240, height: int = 180):
+    """Test accuracy against the way depth 6 is split (``DEPTH6_MODELS``), one panel per input (each
+    with its own y range), one line per SSM, bars ± std over seeds. ``df``: one row per input × SSM × model with columns
+    ``input``, ``ssm``, ``model``, ``mean``, ``std``, ``n_seeds`` (points)."""
+    import altair as alt
+
+    x = alt.X("model:O", sort=list(DEPTH6_MODELS), title="unique blocks × loops (bars: ± std over seeds)",
+              axis=alt.Axis(labelAngle=0))
+    y = alt.Y("mean:Q", title="test accuracy (%)", scale=alt.Scale(zero=False))
+    band = df.assign(lo=df["mean"] - df["std"], hi=df["mean"] + df["std"])
+    tip = ["input", "ssm", "model", alt.Tooltip("mean:Q", title="test accuracy (%)", format=".2f"),
+           alt.Tooltip("std:Q", title="± (std)", format=".2f"), alt.Tooltip("n_seeds:Q", title="seeds")]
+    line = alt.Chart().mark_line(point=True).encode(x=x, y=y, color="ssm:N", tooltip=tip)
+    bars = alt.Chart().mark_errorbar().encode(x=x, y=alt.Y("lo:Q", title="test accuracy (%)"), y2="hi:Q",
+                                              color="ssm:N")
+    return (alt.layer(bars, line, data=band).properties(width=width, height=height)
+            .facet(facet=alt.Facet("input:N", title=None), columns=2)
+            .resolve_scale(y="independent")  # inputs sit at different accuracies: each panel its own range
+            .configure_legend(orient="bottom"))
+
+
 def paragraph(*texts: str):
     """Computed prose as HTML paragraphs that wrap with the text column (``print`` output does not);
     displayed at once, so several can follow each other in one cell. Everything is HTML-escaped."""

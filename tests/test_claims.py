@@ -210,3 +210,24 @@ def test_c1_decidability_says_what_a_complete_grid_can_decide():
     assert quiet["half_width"] < noisy["half_width"] and quiet["sets_needed"] in (3, 4, 6, 8)
     none = C.c1_decidability(grid([0.0]), "budget")  # one set: no spread between sets to estimate
     assert math.isnan(none["half_width"]) and none["sets_needed"] is None
+
+
+def test_depth_policy_pairs_compares_every_split_of_depth_6_with_6x1_seed_by_seed():
+    base = np.array([0.70, 0.72, 0.74, 0.76, 0.78])
+    recs = (cell("D", "s5", 6, 1, base) + cell("D", "s5", 3, 2, base - 0.02) + cell("D", "s5", 1, 6, base + 0.01)
+            + cell("E", "s5", 6, 1, base) + cell("E", "s5", 1, 6, base)  # two models only
+            + cell("Top", "s5", 6, 1, [0.99] * 5) + cell("Top", "s5", 2, 3, [0.98] * 5)
+            + cell("Top", "s5", 1, 6, [0.99] * 5)
+            + cell("D", "s5", 2, 2, base))  # depth 4: not a split of depth 6
+    dp = C.depth_policy_pairs(pd.DataFrame(recs), "budget", min_models=3, n_boot=500)
+    assert set(dp["dataset"]) == {"D", "Top"}  # E has two ways only
+    d = dp[dp["dataset"] == "D"].set_index("model")
+    assert list(d.index) == ["6×1", "3×2", "1×6"]
+    assert math.isnan(d.loc["6×1", "diff"]) and d.loc["6×1", "mean"] == pytest.approx(74.0)
+    assert d.loc["3×2", "diff"] == pytest.approx(-2.0) and d.loc["3×2", "hi"] == pytest.approx(-2.0)
+    assert d.loc["1×6", "diff"] == pytest.approx(1.0) and d.loc["1×6", "n_seeds"] == 5
+    assert (d["flag"] == "").all() and d.loc["3×2", "input"] == "none"
+    top = dp[dp["dataset"] == "Top"].set_index("model")
+    assert top.loc["2×3", "flag"] == "ceiling" and top.loc["1×6", "flag"] == "ceiling"
+    assert len(C.depth_policy_pairs(pd.DataFrame(recs), "budget", n_boot=100).query("dataset == 'E'")) == 2
+    assert C.depth_policy_pairs(pd.DataFrame(recs), "full").empty  # profiles are never mixed

@@ -21,3 +21,16 @@ def test_a_faceted_layer_with_its_own_data_is_refused():
     assert "book-vega" in viz.render(good.to_dict())["text/html"]
     single = alt.Chart(DF).mark_point().encode(x="x:Q", y="y:N").facet(facet=alt.Facet("ssm:N"), columns=2)
     assert "book-vega" in viz.render(single.to_dict())["text/html"]
+
+
+def test_the_depth_policy_chart_splits_its_data_by_input():
+    """One panel per input, each drawing only its own rows (the layer has no data of its own), the
+    splits in the order of depth 6 from 6 unique blocks to 1."""
+    df = pd.DataFrame({"input": ["A"] * 3 + ["B"] * 2, "ssm": ["s5"] * 5, "model": ["1×6", "6×1", "3×2", "6×1", "1×6"],
+                       "mean": [80.0, 82.0, 81.0, 70.0, 71.0], "std": [1.0] * 5, "n_seeds": [5] * 5})
+    spec = viz.depth_policy_chart(df).to_dict()
+    assert "book-vega" in viz.render(spec)["text/html"]  # passes check_facets
+    assert spec["facet"]["field"] == "input"
+    assert all("data" not in layer for layer in spec["spec"]["layer"])
+    assert spec["spec"]["layer"][1]["encoding"]["x"]["sort"] == list(viz.DEPTH6_MODELS)
+    assert spec["resolve"]["scale"]["y"] == "independent"  # 30 % and 90 % inputs side by side stay readable
