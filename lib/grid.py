@@ -538,6 +538,9 @@ def main(argv=None) -> int:
         have = set(_available({s.dataset for s in specs}))
         if not a.dry_run:
             check_writable(out, "--out")  # before anything trains
+        if Path(out).exists():  # the records it resumes from: a corrupt file stops here, before Ray starts
+            for _ in R.iter_records(out, validate=False):
+                pass
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -547,11 +550,17 @@ def main(argv=None) -> int:
     if shard != (0, 1):
         specs = specs[shard[0]::shard[1]]
     where = f" (shard {shard[0]}/{shard[1]})" if shard != (0, 1) else ""
+    try:  # both read the records already in --out: a corrupt file is one clear error, before anything runs
+        estimate = estimate_text(specs, out) if a.grid == "budget" else None
+        listing = dry_run_lines(specs, out) if a.dry_run else None
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(f"{len(specs)} configurations x seeds -> {out}{where}", flush=True)
-    if a.grid == "budget":
-        print(estimate_text(specs, out), flush=True)
+    if estimate:
+        print(estimate, flush=True)
     if a.dry_run:
-        print("\n".join(dry_run_lines(specs, out)))
+        print("\n".join(listing))
         return 0
     from lib.launch import run_local, run_ray
 

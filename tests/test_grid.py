@@ -519,3 +519,18 @@ def test_dry_run_marks_what_is_recorded_and_what_is_left(tmp_path):
     assert all(l.startswith(f"  {s.command(out)}  # left: ≤ ") and l.endswith(" core-h") for l, s in zip(lines[1:], specs[1:]))
     assert float(lines[1].split("≤ ")[1].split()[0]) > 0
     assert _listed("\n".join(lines)) == [l.strip() for l in lines]
+
+
+@pytest.mark.parametrize("grid, extra", [("budget", ["--dry-run"]), ("budget", []), ("controls", ["--launcher", "local"])])
+def test_a_corrupt_results_file_is_one_clear_error_before_anything_runs(tmp_path, grid, extra):
+    """The grid reads --out's records to resume (and, for the budget grid, to print its cost): a file
+    that is not valid JSON lines stops it with one line naming the file and line, exit 2, the file
+    untouched, and nothing started (no configuration line, no traceback)."""
+    out = tmp_path / "r.jsonl"
+    out.write_text('{"a": 1}\n{not json\n')
+    before = out.read_bytes()
+    r = _cli("--grid", grid, "--profile", "smoke", "--out", str(out), *extra, timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.count("error") == 1 and f"{out}:2: not valid JSON" in r.stderr
+    assert "Traceback" not in r.stderr and "configurations x seeds" not in r.stdout
+    assert out.read_bytes() == before
