@@ -328,10 +328,11 @@ def _cost_state(specs, out):
     return recs, b, coverage(specs, recs)
 
 
-def estimate_text(specs, out) -> str:
+def estimate_text(specs, out, *, state=None) -> str:
     """The grid's cost: configurations done and core-hours spent on them (from their records' ``wall_s``;
-    with ``--datasets``/``--ssms`` only the selected configurations count), and the core-hours left at the step caps (``cost_s``, seconds per seed-step fitted on the records)."""
-    recs, b, cov = _cost_state(specs, out)
+    with ``--datasets``/``--ssms`` only the selected configurations count), and the core-hours left at the step caps (``cost_s``, seconds per seed-step fitted on the records).
+    ``state``: ``_cost_state(specs, out)``, where the caller has it already."""
+    recs, b, cov = state or _cost_state(specs, out)
     mine = records_for(specs, recs).to_dict("records") if recs else []  # these configurations' records only
     spent = sum({(r["command"], r["created"], r["wall_s"]): r["wall_s"] for r in mine}.values()) / 3600
     left = sum(cost_s(s, b) for s in cov["missing"]) / 3600
@@ -341,11 +342,11 @@ def estimate_text(specs, out) -> str:
             + ", ".join(f"{k} {v * 1e6:.0f}" for k, v in b.items()) + ")")
 
 
-def dry_run_lines(specs, out) -> list:
+def dry_run_lines(specs, out, *, state=None) -> list:
     """``--dry-run``: each configuration's command, in the order it would run, with what is known of
     it: ``# recorded`` (every seed has a record in ``out``) or ``# left: ≤ X core-h`` (its cost at the
-    step cap, ``cost_s``); the commands stay runnable as printed."""
-    _, b, cov = _cost_state(specs, out)
+    step cap, ``cost_s``); the commands stay runnable as printed. ``state`` as for ``estimate_text``."""
+    _, b, cov = state or _cost_state(specs, out)
     done = {id(s) for s in cov["done"]}
     return [f"  {s.command(out)}  # " + ("recorded" if id(s) in done else f"left: ≤ {cost_s(s, b) / 3600:.2f} core-h")
             for s in specs]
@@ -550,9 +551,10 @@ def main(argv=None) -> int:
     if shard != (0, 1):
         specs = specs[shard[0]::shard[1]]
     where = f" (shard {shard[0]}/{shard[1]})" if shard != (0, 1) else ""
-    try:  # both read the records already in --out: a corrupt file is one clear error, before anything runs
-        estimate = estimate_text(specs, out) if a.grid == "budget" else None
-        listing = dry_run_lines(specs, out) if a.dry_run else None
+    try:  # the cost model reads every committed record too: a corrupt one is one clear error, before anything runs
+        state = _cost_state(specs, out) if a.grid == "budget" or a.dry_run else None
+        estimate = estimate_text(specs, out, state=state) if a.grid == "budget" else None
+        listing = dry_run_lines(specs, out, state=state) if a.dry_run else None
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
