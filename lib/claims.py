@@ -311,6 +311,17 @@ def flag(a_mean: float, b_mean: float, chance: float) -> str:
     return ""
 
 
+def _seed_summary(p: pd.DataFrame, chance: float, *, n_boot: int, seed: int) -> dict:
+    """One comparison's per-seed pairs ``p`` (``_pairs``) summarised as the verdicts read them: the
+    mean difference over seeds with its bootstrap interval over seeds, both sides' means, the seed
+    count and the flag (ceiling / chance / "")."""
+    per_seed = p.groupby("seed")[["a", "b", "diff"]].mean()
+    lo, hi = hierarchical_ci([per_seed["diff"].to_numpy()], n=n_boot, seed=seed)
+    a_m, b_m = float(per_seed["a"].mean()), float(per_seed["b"].mean())
+    return dict(mean=float(per_seed["diff"].mean()), lo=lo, hi=hi, a_mean=a_m, b_mean=b_m, n_seeds=len(per_seed),
+                flag=flag(a_m, b_m, chance))
+
+
 def per_dataset(df: pd.DataFrame, profile: str, *, ssms=None, n_boot: int = N_BOOT,
                 seed: int = 0) -> pd.DataFrame:
     """One row per claim × SSM (default: the paper's, ``lib.ssm.paper_ssms()``) × data set (× C4
@@ -324,14 +335,9 @@ def per_dataset(df: pd.DataFrame, profile: str, *, ssms=None, n_boot: int = N_BO
         for claim in ("C1", "C3", "C4"):
             p = claim_pairs(ds, claim)
             for (name, part), g in p.groupby(["dataset", "part"], sort=True):
-                per_seed = g.groupby("seed")[["a", "b", "diff"]].mean()
-                lo, hi = hierarchical_ci([per_seed["diff"].to_numpy()], n=n_boot, seed=seed)
-                a_m, b_m = float(per_seed["a"].mean()), float(per_seed["b"].mean())
                 rows.append(dict(profile=profile, claim=claim, ssm=ssm, dataset=name, part=part,
-                                 mean=float(per_seed["diff"].mean()), lo=lo, hi=hi, a_mean=a_m, b_mean=b_m,
-                                 n_seeds=len(per_seed), inputs=", ".join(sorted(set(g["input"]))),
-                                 flag=flag(a_m, b_m, chance_level(ds, name)),
-                                 paper=name in _paper_sets()))
+                                 **_seed_summary(g, chance_level(ds, name), n_boot=n_boot, seed=seed),
+                                 inputs=", ".join(sorted(set(g["input"]))), paper=name in _paper_sets()))
     cols = ["profile", "claim", "ssm", "dataset", "part", "mean", "lo", "hi", "a_mean", "b_mean", "n_seeds",
             "inputs", "flag", "paper"]
     return pd.DataFrame(rows, columns=cols)
@@ -368,10 +374,8 @@ def depth_policy_pairs(df: pd.DataFrame, profile: str, *, ssms=None, min_models:
             if (b, l) != STANDARD:
                 p = _pairs(g, dict(blocks=b, loops=l), std)
                 if not p.empty:
-                    per_seed = p.groupby("seed")[["a", "b", "diff"]].mean()
-                    lo, hi = hierarchical_ci([per_seed["diff"].to_numpy()], n=n_boot, seed=seed)
-                    row.update(diff=float(per_seed["diff"].mean()), lo=lo, hi=hi, n_seeds=len(per_seed),
-                               flag=flag(float(per_seed["a"].mean()), float(per_seed["b"].mean()), chance))
+                    t = _seed_summary(p, chance, n_boot=n_boot, seed=seed)
+                    row.update(diff=t["mean"], lo=t["lo"], hi=t["hi"], n_seeds=t["n_seeds"], flag=t["flag"])
             rows.append(row)
     return pd.DataFrame(rows, columns=cols)
 
