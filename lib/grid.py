@@ -320,10 +320,15 @@ def budget_order(specs, records=(), profile: str = "budget", *, flagged=None) ->
     return [s for key in sorted(groups, key=value) for s in groups[key]]
 
 
-def _cost_state(specs, out):
+def _read_out(out) -> list:
+    """``out``'s records (none when it does not exist yet); a corrupt file raises ``ValueError``."""
+    return list(R.iter_records(out, validate=False)) if Path(out).exists() else []
+
+
+def _cost_state(specs, out, recs=None):
     """``out``'s records, the fitted cost model (``cost_model`` over every committed record and
-    ``out``'s) and ``coverage(specs, records)``."""
-    recs = list(R.iter_records(out, validate=False)) if Path(out).exists() else []
+    ``out``'s) and ``coverage(specs, records)``. ``recs``: ``_read_out(out)``, where the caller has it."""
+    recs = _read_out(out) if recs is None else recs
     b = cost_model(list(R.iter_records(str(REPO / "data" / "results" / "*.jsonl"), validate=False)) + recs)
     return recs, b, coverage(specs, recs)
 
@@ -539,9 +544,7 @@ def main(argv=None) -> int:
         have = set(_available({s.dataset for s in specs}))
         if not a.dry_run:
             check_writable(out, "--out")  # before anything trains
-        if Path(out).exists():  # the records it resumes from: a corrupt file stops here, before Ray starts
-            for _ in R.iter_records(out, validate=False):
-                pass
+        recs = _read_out(out)  # the records it resumes from: a corrupt file stops here, before Ray starts
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -552,7 +555,7 @@ def main(argv=None) -> int:
         specs = specs[shard[0]::shard[1]]
     where = f" (shard {shard[0]}/{shard[1]})" if shard != (0, 1) else ""
     try:  # the cost model reads every committed record too: a corrupt one is one clear error, before anything runs
-        state = _cost_state(specs, out) if a.grid == "budget" or a.dry_run else None
+        state = _cost_state(specs, out, recs) if a.grid == "budget" or a.dry_run else None
         estimate = estimate_text(specs, out, state=state) if a.grid == "budget" else None
         listing = dry_run_lines(specs, out, state=state) if a.dry_run else None
     except ValueError as e:
