@@ -213,6 +213,23 @@ def c1_decidability(df: pd.DataFrame, profile: str, *, n_sets: int = 8, search=S
                 sets_enough_not=before)
 
 
+def decidability_text(dec: dict) -> str:
+    """``c1_decidability``'s reading in words, one home for the intro and the Experiments chapter: the
+    typical half-width, the true effects above / below which C1 can hold / fail, and how many sets truly
+    equal models would need to read "holds". Empty where the spread is not computable."""
+    if not math.isfinite(dec["tau"]):
+        return ""
+    need, before = dec["sets_needed"], dec["sets_enough_not"]
+    sets = ((f"more than {before} and at most {need}" if before else f"at most {need}") if need
+            else f"more than {max(SETS_SEARCHED)}")
+    return (f"An interval pooled over {dec['n_sets']} sets of {dec['seeds']} seeds spans about "
+            f"±{dec['half_width']:.2f} points, so C1 can read 'holds' only where looped − standard is truly "
+            f"about {dec['holds_above']:+.2f} points or more (the whole interval above −δ = −{DELTA:g}), and "
+            f"'fails' only below about {dec['fails_below']:+.2f}; between, it stays inconclusive. Looped and "
+            f"standard models that are truly equal would need {sets} data sets of {dec['seeds']} seeds to read "
+            f"'holds' at δ = {DELTA:g}.")
+
+
 def records(df: pd.DataFrame, profile: str, ssms=None) -> pd.DataFrame:
     """The SSM records one profile's verdicts read: the paper protocol, ``TAGS``, the SSMs ``ssms``
     (default: the paper's, ``lib.ssm.paper_ssms()``), one record per training (a pilot record and a

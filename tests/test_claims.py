@@ -210,6 +210,12 @@ def test_c1_decidability_says_what_a_complete_grid_can_decide():
     assert quiet["half_width"] < noisy["half_width"] and quiet["sets_needed"] in (3, 4, 6, 8)
     none = C.c1_decidability(grid([0.0]), "budget")  # one set: no spread between sets to estimate
     assert math.isnan(none["half_width"]) and none["sets_needed"] is None
+    # the words both pages print come from the same numbers
+    text = C.decidability_text(noisy)
+    assert f"±{hw:.2f}" in text and f"{hw - C.DELTA:+.2f}" in text and f"{-C.DELTA - hw:+.2f}" in text
+    assert f"at most {need} data sets" in text or f"and at most {need} data sets" in text
+    assert C.decidability_text(none) == ""
+    assert f"more than {max(C.SETS_SEARCHED)}" in C.decidability_text(dict(noisy, sets_needed=None))
 
 
 def test_depth_policy_pairs_compares_every_split_of_depth_6_with_6x1_seed_by_seed():
