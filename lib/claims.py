@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from lib import results as R
-from lib.ssm import paper_ssms
+from lib.ssm import paper_ssms, ssm_label
 
 #: C1's non-inferiority margin δ (points): looped may lose at most this much to standard
 DELTA = 1.0
@@ -468,7 +468,8 @@ def summary_sentence(v: pd.DataFrame) -> str:
     names = {"C1": "looping matches the standard model (C1)", "C3": "reshaping gains at least a point (C3)",
              "C4": "the two compound (C4)"}
     for claim, g in v.groupby("claim", sort=True):
-        by = {o: sorted(g[g["verdict"] == o]["ssm"]) for o in (*OUTCOMES, "not yet run", "not decidable")}
+        by = {o: sorted(ssm_label(x) for x in g[g["verdict"] == o]["ssm"])
+              for o in (*OUTCOMES, "not yet run", "not decidable")}
         bits = [f"{o} for {', '.join(s)}" + (" (every data set with records for it is at the ceiling or at chance)"
                                              if o == "not decidable" else "") for o, s in by.items() if s]
         parts.append(f"That {names[claim]}: " + "; ".join(bits) + ".")
@@ -481,7 +482,7 @@ def summary_sentence(v: pd.DataFrame) -> str:
     for f in sorted(who):  # a set can be at the ceiling on one input (one claim) and decide another
         by_claims = {}
         for ssm, cs in sorted(who[f].items()):
-            by_claims.setdefault(tuple(sorted(cs)), []).append(ssm)
+            by_claims.setdefault(tuple(sorted(cs)), []).append(ssm_label(ssm))
         flagged.append(f"{f[:-1]}: " + "; ".join(f"{', '.join(ssms)} in {', '.join(cs)}"
                                                    for cs, ssms in by_claims.items()) + ")")
     tail = f" The pooled effects rest on {len(sets)} data set{'s' * (len(sets) != 1)} ({', '.join(sets) or 'none'})"

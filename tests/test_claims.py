@@ -146,16 +146,16 @@ def test_summary_sentence_names_outcomes_sets_and_which_ssms_a_flag_concerns():
                       pd.DataFrame(cell("Top", "s5", 6, 1, [0.99] * 5) + cell("Top", "s5", 1, 6, [0.99] * 5))])
     v = C.verdict_table(recs, "budget", ssms=("s5", "lru"), n_boot=200)
     text = C.summary_sentence(v[v["scope"] == "all sets"])
-    assert "That looping matches the standard model (C1): holds for s5; not yet run for lru." in text
+    assert "That looping matches the standard model (C1): holds for S5; not yet run for LRU." in text
     assert "rest on 3 data sets (D0, D1, D2)" in text
-    assert "Top (ceiling: s5 in C1)" in text
+    assert "Top (ceiling: S5 in C1)" in text
     # a set at the ceiling on its reshaped input only (both models) is left out of C4, and still decides C1 and C3
     top = pd.DataFrame(cell("Top", "s5", 6, 1, [0.90] * 5) + cell("Top", "s5", 1, 6, [0.91] * 5)
                        + cell("Top", "s5", 6, 1, [0.99] * 5, "concat", 4) + cell("Top", "s5", 1, 6, [0.99] * 5, "concat", 4))
     v = C.verdict_table(pd.concat([grid((0.0, 0.1, 0.2), noise=0.001, reshape_gain=2.0), top]), "budget",
                         ssms=("s5",), n_boot=200)
     text = C.summary_sentence(v[v["scope"] == "all sets"])
-    assert "Top (ceiling: s5 in C4)" in text and "rest on 4 data sets (D0, D1, D2, Top)" in text
+    assert "Top (ceiling: S5 in C4)" in text and "rest on 4 data sets (D0, D1, D2, Top)" in text
     assert C.summary_sentence(v.iloc[0:0]).startswith("No looped–standard pair")
 
 

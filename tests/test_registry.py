@@ -64,6 +64,8 @@ def test_the_registry_is_the_one_home_of_the_per_ssm_settings():
     assert P.MAX_STEPS_BY_SSM == {"budget": {"linoss-im": 6000, "linoss-imex": 6000, "lrcssm": 6000}}
     assert R.PAPER_SSMS == G.MAIN_SSMS == S.paper_ssms() == ("lru", "s5", "linoss-im", "lrcssm")
     assert set(LV.KNOBS) == set(S.SSMS)
+    assert [S.ssm_label(n) for n in S.SSMS] == ["LRU", "S5", "LinOSS (IM)", "LinOSS (IMEX)", "LrcSSM"]
+    assert S.ssm_label("nope") == "nope" and S.SSMSpec("x", ToySSM).label == "x"  # default: the name
     with pytest.raises(ValueError, match="ssm must be one of"):
         S.ssm_spec("nope")
     with pytest.raises(ValueError, match="already registered"):

@@ -92,7 +92,8 @@ class SSMSpec:
     head) or ``"lrc"`` (LrcSSM's block, MLP encoder and per-timestep MLP head); ``modes``: the scan
     mode per JAX backend, ``"*"`` for every other backend (``lib.train.default_mode``); ``knob``: the
     memory-timescale knob (``lib.layers_view``); ``paper``: one of the Looped SSMs paper's four (read
-    by the verdicts and the main grid); ``splits``: the grids also run the intermediate k × L splits."""
+    by the verdicts and the main grid); ``splits``: the grids also run the intermediate k × L splits;
+    ``label``: the name the pages print (default: ``name``)."""
 
     name: str
     layer: Any
@@ -106,8 +107,11 @@ class SSMSpec:
     knob: Knob | None = None
     paper: bool = False
     splits: bool = False
+    label: str = ""
 
     def __post_init__(self):
+        if not self.label:
+            object.__setattr__(self, "label", self.name)
         if self.block not in BLOCKS:
             raise ValueError(f"block must be one of {BLOCKS}, got {self.block!r}")
         object.__setattr__(self, "options", types.MappingProxyType(dict(self.options)))
@@ -134,18 +138,18 @@ BLOCKS = ("ssm", "lrc")
 #: clips the global gradient norm at 1 and uses no dropout; the budget profile gives the SSMs trained
 #: at 1e-4 twice the steps (6,000). On a CPU every SSM runs its sequential scan (``lib.bench``).
 SSMS: dict[str, SSMSpec] = {s.name: s for s in (
-    SSMSpec("lru", "lib.ssm.lru:LRU", dropout=0.1, lr=1e-3, paper=True, splits=True,
+    SSMSpec("lru", "lib.ssm.lru:LRU", dropout=0.1, lr=1e-3, paper=True, splits=True, label="LRU",
             knob=Knob("ring r_min ≤ |λ| ≤ r_max", _ring)),
-    SSMSpec("s5", "lib.ssm.s5:S5", dropout=0.05, lr=1e-3, paper=True, splits=True,
+    SSMSpec("s5", "lib.ssm.s5:S5", dropout=0.05, lr=1e-3, paper=True, splits=True, label="S5",
             knob=Knob("step Δ ∈ [dt_min, dt_max]", _step_range)),
     SSMSpec("linoss-im", "lib.ssm.linoss:LinOSS", {"discretization": "IM"}, dropout=0.05, lr=1e-4,
-            max_steps={"budget": 6_000}, paper=True,
+            max_steps={"budget": 6_000}, paper=True, label="LinOSS (IM)",
             knob=Knob("step Δt (all oscillators)", _oscillator_step, logit_param="step_hat")),
     SSMSpec("linoss-imex", "lib.ssm.linoss:LinOSS", {"discretization": "IMEX"}, dropout=0.05, lr=1e-4,
-            max_steps={"budget": 6_000},
+            max_steps={"budget": 6_000}, label="LinOSS (IMEX)",
             knob=Knob("step Δt (all oscillators)", _oscillator_step, logit_param="step_hat")),
     SSMSpec("lrcssm", "lib.ssm.lrcssm:LrcSSM", dropout=0.0, lr=1e-4, clip=1.0, max_steps={"budget": 6_000},
-            block="lrc", paper=True, knob=Knob("step Δt", _lrc_step)),
+            block="lrc", paper=True, label="LrcSSM", knob=Knob("step Δt", _lrc_step)),
 )}
 #: the SSM names, in registry order (a snapshot: code that must see SSMs registered later reads ``SSMS``)
 SSM_NAMES = tuple(SSMS)
@@ -154,6 +158,12 @@ SSM_NAMES = tuple(SSMS)
 def paper_ssms() -> tuple:
     """The paper's SSMs (``SSMSpec.paper``), in registry order, as the registry is now."""
     return tuple(n for n, s in SSMS.items() if s.paper)
+
+
+def ssm_label(name: str) -> str:
+    """The name the pages print for an SSM (``SSMSpec.label``); an unregistered name as it is."""
+    spec = SSMS.get(name)
+    return spec.label if spec else name
 
 
 def ssm_spec(name: str) -> SSMSpec:
