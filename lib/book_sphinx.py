@@ -114,8 +114,18 @@ def _drop_thebe(app, pagename, templatename, context, doctree):
                                                  + str(getattr(a, "attributes", {}).get("body", "")))]
 
 
+def _one_search_field(app, config):
+    """pydata-sphinx-theme 0.17 puts its search field into a header bar above every page unless
+    ``navbar_persistent`` is set; sphinx-book-theme has one in the sidebar already, so the bar showed
+    nothing but a second search field. An empty ``navbar_persistent`` (the book sets no other navbar
+    item) leaves the header empty, so it is not drawn."""
+    config.html_theme_options = dict(config.html_theme_options or {})
+    config.html_theme_options.setdefault("navbar_persistent", [])
+
+
 def setup(app):
-    """Sphinx extension: generated API page (see the module docstring); no thebe assets."""
+    """Sphinx extension: generated API page (see the module docstring); no thebe assets; one search field."""
+    app.connect("config-inited", _one_search_field)
     app.connect("source-read", _api_source)
     app.connect("autodoc-process-docstring", _safe_docstring)
     app.connect("html-page-context", _drop_thebe, priority=900)

@@ -5,6 +5,7 @@ For every page of ``_toc.yml`` (and the ``index.html`` redirect):
 * the page loads over a local ``http.server`` on 127.0.0.1 and no request goes anywhere else (every
   request URL is recorded; outside ones are aborted and fail the test: a CDN regression shows here);
 * there is no console error, page error or failed local request, except the short allow-list below;
+* one search field shows (the sidebar's; the theme's header bar once added a second);
 * every chart drew (an ``svg``/``canvas`` in every ``.book-vega``), and MathJax typeset every formula;
 * every altair slider (``input[type=range]``) and select, when moved, changes its chart's drawing;
 * a screenshot of the whole page lands in ``test-artifacts/screenshots/``;
@@ -178,6 +179,9 @@ def test_page(page_name, browser, base_url):
         assert response is not None and response.ok, f"{page_name}.html: HTTP {response and response.status}"
         page.wait_for_load_state("networkidle", timeout=120_000)  # a busy machine: see _open
         assert page.locator("main h1, article h1").count() >= 1, f"{page_name}: no title on the page"
+        # one search field: the theme's header bar once showed a second one above the sidebar's
+        searches = page.locator(".search-button-field >> visible=true").count()
+        assert searches == 1, f"{page_name}: {searches} search fields shown"
 
         # charts drew
         charts = page.locator(".book-vega")
