@@ -323,6 +323,34 @@ def verdict_grid(cells: dict, rows, columns, *, row_labels: dict | None = None, 
                 f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
 
 
+def ssm_label_expr() -> str:
+    """A Vega expression printing an SSM's name as the pages do (``lib.ssm.ssm_label``: "lru" → "LRU"),
+    for a header's or legend's ``labelExpr``; the data keep the registry names (tooltips, filters)."""
+    from lib.ssm import SSMS
+
+    expr = "datum.value"
+    for name, spec in reversed(list(SSMS.items())):
+        expr = f"datum.value === {json.dumps(name)} ? {json.dumps(spec.label)} : ({expr})"
+    return expr
+
+
+def ssm_facet(field: str = "ssm", **kw):
+    """One panel per SSM, in registry order, headed by its printed name (``ssm_label_expr``)."""
+    import altair as alt
+    from lib.ssm import SSMS
+
+    return alt.Facet(f"{field}:N", sort=list(SSMS), title=None, header=alt.Header(labelExpr=ssm_label_expr()), **kw)
+
+
+def ssm_color(field: str = "ssm", **kw):
+    """One colour per SSM, in registry order, its legend printing the SSM's name (``ssm_label_expr``)."""
+    import altair as alt
+    from lib.ssm import SSMS
+
+    legend = alt.Legend(labelExpr=ssm_label_expr(), title=None, **kw.pop("legend", {}))
+    return alt.Color(f"{field}:N", sort=list(SSMS), legend=legend, **kw)
+
+
 #: depth 6 as unique blocks × loops, most unique blocks first
 DEPTH6_MODELS = ("6×1", "3×2", "2×3", "1×6")
 
@@ -339,9 +367,9 @@ def depth_policy_chart(df, *, width: int = 240, height: int = 180):
     band = df.assign(lo=df["mean"] - df["std"], hi=df["mean"] + df["std"])
     tip = ["input", "ssm", "model", alt.Tooltip("mean:Q", title="test accuracy (%)", format=".2f"),
            alt.Tooltip("std:Q", title="± (std)", format=".2f"), alt.Tooltip("n_seeds:Q", title="seeds")]
-    line = alt.Chart().mark_line(point=True).encode(x=x, y=y, color="ssm:N", tooltip=tip)
+    line = alt.Chart().mark_line(point=True).encode(x=x, y=y, color=ssm_color(), tooltip=tip)
     bars = alt.Chart().mark_errorbar().encode(x=x, y=alt.Y("lo:Q", title="test accuracy (%)"), y2="hi:Q",
-                                              color="ssm:N")
+                                              color=ssm_color())
     return (alt.layer(bars, line, data=band).properties(width=width, height=height)
             .facet(facet=alt.Facet("input:N", title=None), columns=2)
             .resolve_scale(y="independent")  # inputs sit at different accuracies: each panel its own range

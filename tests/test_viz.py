@@ -34,3 +34,24 @@ def test_the_depth_policy_chart_splits_its_data_by_input():
     assert all("data" not in layer for layer in spec["spec"]["layer"])
     assert spec["spec"]["layer"][1]["encoding"]["x"]["sort"] == list(viz.DEPTH6_MODELS)
     assert spec["resolve"]["scale"]["y"] == "independent"  # 30 % and 90 % inputs side by side stay readable
+
+
+def test_ssm_panels_and_legends_print_the_registry_labels_in_registry_order():
+    """Drawn by Vega (vl-convert): panel headers and legend entries read "LRU", "S5", "LinOSS (IM)", as
+    the intro's verdict grid does, in registry order, while the data keep the registry names."""
+    import re
+
+    import vl_convert as vlc
+
+    from lib.ssm import SSMS, ssm_label
+
+    df = pd.DataFrame({"x": [1, 2, 3, 4, 5, 6], "y": [1, 2, 3, 4, 5, 6],
+                       "ssm": ["s5", "s5", "lru", "lru", "linoss-im", "unknown"]})
+    chart = alt.Chart(df).mark_point().encode(x="x:Q", y="y:Q", color=viz.ssm_color()).properties(
+        width=60, height=40).facet(facet=viz.ssm_facet(), columns=4)
+    texts = re.findall(r"<text[^>]*>([^<]*)</text>", vlc.vegalite_to_svg(chart.to_dict()))
+    headers = [t for t in texts if t in {"LRU", "S5", "LinOSS (IM)", "unknown", "lru", "s5", "linoss-im"}]
+    # each label once as a header and once in the legend; registry order; an unregistered name as it is
+    assert headers[:4] == ["LRU", "S5", "LinOSS (IM)", "unknown"], headers
+    assert sorted(headers) == sorted(["LRU", "S5", "LinOSS (IM)", "unknown"] * 2), headers
+    assert [ssm_label(n) for n in SSMS][:3] == ["LRU", "S5", "LinOSS (IM)"]
