@@ -55,3 +55,11 @@ def test_ssm_panels_and_legends_print_the_registry_labels_in_registry_order():
     assert headers[:4] == ["LRU", "S5", "LinOSS (IM)", "unknown"], headers
     assert sorted(headers) == sorted(["LRU", "S5", "LinOSS (IM)", "unknown"] * 2), headers
     assert [ssm_label(n) for n in SSMS][:3] == ["LRU", "S5", "LinOSS (IM)"]
+
+
+def test_a_table_prints_its_ssm_column_with_the_registry_labels():
+    df = pd.DataFrame({"ssm": ["linoss-im", "lru", "unknown"], "acc": [1.0, 2.0, 3.0]})
+    out = viz.table(df, keys=["ssm"]).data
+    assert "<th>SSM</th>" in out and "<th>ssm</th>" not in out
+    assert "<td>LinOSS (IM)</td>" in out and "<td>LRU</td>" in out and "<td>unknown</td>" in out
+    assert list(df["ssm"]) == ["linoss-im", "lru", "unknown"]  # the caller's frame is left as it was
