@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["OVERHEAD_S", "B_PRIOR", "raw_shape", "input_length", "cost_model", "cost_s"]
+__all__ = ["OVERHEAD_S", "B_PRIOR", "raw_shape", "input_length", "cost_model", "cost_s", "protocol_estimate"]
 
 
 #: seconds per seed-step = OVERHEAD_S + b[ssm] × depth × T' (``shared/notes/budget-protocol.md``);
@@ -78,7 +78,28 @@ def cost_model(records=()) -> dict:
     return {ssm: float(np.median(per[ssm][-RECENT_PROGRAMS:])) if ssm in per else b for ssm, b in B_PRIOR.items()}
 
 
-def cost_s(spec, b: dict) -> float:
-    """Expected core-seconds of a configuration at its step cap (early stopping only lowers it)."""
+def cost_s(spec, b: dict, steps: float | None = None) -> float:
+    """Expected core-seconds of a configuration at its step cap (early stopping only lowers it), or
+    after ``steps`` steps per seed where given."""
     per_step = OVERHEAD_S + b[spec.ssm] * spec.blocks * spec.loops * input_length(spec)
-    return per_step * spec.train_config().max_steps * len(spec.seeds)
+    return per_step * (spec.train_config().max_steps if steps is None else steps) * len(spec.seeds)
+
+
+def protocol_estimate(specs, records, profile: str) -> dict:
+    """What ``specs`` (a grid of ``profile``) would cost on this CPU if each seed trained as long as the
+    ``profile`` records of the trained SSMs did on average (early stopping ends them well before their
+    cap): ``core_h`` in all, ``share`` per data set (fractions, largest first), ``steps`` (the mean steps
+    per seed used, NaN without such records), ``n_records`` it is the mean of, and ``b`` (``cost_model``)."""
+    import math
+
+    records = list(records)
+    steps = [r["steps"] for r in records
+             if r.get("profile") == profile and r.get("ssm") in B_PRIOR and r.get("steps")]
+    mean = sum(steps) / len(steps) if steps else math.nan
+    b = cost_model(records)
+    by = {}
+    for spec in specs:
+        by[spec.dataset] = by.get(spec.dataset, 0.0) + cost_s(spec, b, mean) / 3600
+    total = sum(by.values())
+    share = {k: v / total for k, v in sorted(by.items(), key=lambda kv: -kv[1])} if total else {}
+    return dict(core_h=total, share=share, steps=mean, n_records=len(steps), b=b)

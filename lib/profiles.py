@@ -3,8 +3,8 @@
 
 ``full``   the peers' protocol (Adam at the SSM's constant rate, batch 32, H = P = 64, evaluate every
            1000 steps, patience 10) with the step cap lowered from 100k to 30k (their runs stopped early
-           at 12k–27k steps on average, ``reproduction-protocol.md`` §9). About 10,000 core-hours for the
-           whole grid on a 2-core CPU: the profile for a GPU.
+           at 12k–27k steps on average, ``reproduction-protocol.md`` §9). Thousands of core-hours for the
+           whole grid on a 2-core CPU (``lib.cost.protocol_estimate``): the profile for a GPU.
 ``budget`` a truncation of ``full``, not a new recipe: the same everything except evaluate every 250
            steps, patience 4 evaluations, and stop at 3,000 steps (6,000 for the SSMs whose rate is
            1e-4: ``MAX_STEPS_BY_SSM``). Its runs are the first steps of the matching full runs; the

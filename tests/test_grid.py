@@ -6,6 +6,8 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import math
+
 import pytest
 
 from lib import grid as G
@@ -375,6 +377,25 @@ def test_cost_model_reads_seconds_per_seed_step_from_the_records():
                  wall_s=10.0 + 5 * 1000 * (G.OVERHEAD_S + b * 6 * T))
     assert G.cost_model(rec)[spec.ssm] == pytest.approx(b)
     assert G.cost_model([])[spec.ssm] == G.B_PRIOR[spec.ssm]
+
+
+def test_protocol_estimate_prices_a_grid_at_the_records_mean_steps():
+    """The full protocol's cost is priced at the steps its records actually trained (early stopping),
+    not its cap: twice the mean steps, twice the core-hours; shares per data set sum to one."""
+    from lib import cost
+
+    specs = [s for s in G.main_grid("full", ["NATOPS", "SelfRegulationSCP1"], ["s5"])]
+    recs = [dict(profile="full", ssm="s5", steps=st) for st in (1000, 3000)] + [dict(profile="budget", ssm="s5", steps=9)]
+    est = cost.protocol_estimate(specs, recs, "full")
+    assert est["steps"] == 2000 and est["n_records"] == 2
+    b = est["b"]
+    want = sum(cost.cost_s(s, b, 2000) for s in specs) / 3600
+    assert est["core_h"] == pytest.approx(want)
+    assert sum(est["share"].values()) == pytest.approx(1.0) and set(est["share"]) == {"NATOPS", "SelfRegulationSCP1"}
+    assert list(est["share"].values()) == sorted(est["share"].values(), reverse=True)
+    double = cost.protocol_estimate(specs, [dict(r, steps=2 * r["steps"]) for r in recs], "full")
+    assert double["core_h"] == pytest.approx(2 * want)
+    assert math.isnan(cost.protocol_estimate(specs, [], "full")["steps"])
 
 
 def test_cost_model_follows_the_newest_programs():
