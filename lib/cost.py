@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["OVERHEAD_S", "B_PRIOR", "raw_shape", "input_length", "cost_model", "cost_s", "protocol_estimate"]
+__all__ = ["OVERHEAD_S", "B_PRIOR", "raw_shape", "input_length", "cost_model", "cost_s", "stop_share", "protocol_estimate"]
 
 
 #: seconds per seed-step = OVERHEAD_S + b[ssm] × depth × T' (``shared/notes/budget-protocol.md``);
@@ -83,6 +83,17 @@ def cost_s(spec, b: dict, steps: float | None = None) -> float:
     after ``steps`` steps per seed where given."""
     per_step = OVERHEAD_S + b[spec.ssm] * spec.blocks * spec.loops * input_length(spec)
     return per_step * (spec.train_config().max_steps if steps is None else steps) * len(spec.seeds)
+
+
+def stop_share(records, profile: str) -> dict:
+    """SSM → the mean share of its step cap at which the ``profile`` records' seeds stopped (early
+    stopping ends many before the cap): what a configuration of that SSM left to run is expected to
+    use of ``cost_s``'s bound. SSMs without such records are absent (take 1: the cap)."""
+    per = {}
+    for r in records:
+        if r.get("profile") == profile and r.get("steps") and r.get("max_steps") and r.get("ssm") in B_PRIOR:
+            per.setdefault(r["ssm"], []).append(min(1.0, r["steps"] / r["max_steps"]))
+    return {ssm: sum(v) / len(v) for ssm, v in per.items()}
 
 
 def protocol_estimate(specs, records, profile: str) -> dict:

@@ -47,7 +47,7 @@ from lib.ssm import paper_ssms, ssm_spec
 from lib.run import REPO, RunSpec, check_writable, run, strip_flag  # noqa: F401  (strip_flag: re-exported)
 from lib.controls import controls_grid  # noqa: E402  (issue 21 §2: the controls grid)
 from lib import cost as _cost
-from lib.cost import B_PRIOR, OVERHEAD_S, cost_model, cost_s, input_length  # noqa: F401  (one home: lib.cost)
+from lib.cost import B_PRIOR, OVERHEAD_S, cost_model, cost_s, input_length, stop_share  # noqa: F401  (one home: lib.cost)
 from lib.tables import NOT_RUN, budget_coverage, chunk_timesteps, main_table  # noqa: F401  (one home: lib.tables)
 
 
@@ -340,11 +340,23 @@ def estimate_text(specs, out, *, state=None) -> str:
     recs, b, cov = state or _cost_state(specs, out)
     mine = records_for(specs, recs).to_dict("records") if recs else []  # these configurations' records only
     spent = sum({(r["command"], r["created"], r["wall_s"]): r["wall_s"] for r in mine}.values()) / 3600
-    left = sum(cost_s(s, b) for s in cov["missing"]) / 3600
+    left, expected, share = left_core_h(cov["missing"], b, recs, specs[0].profile if specs else "budget")
     return (f"cost: {len(cov['done'])} of {len(specs)} configurations done ({spent:.1f} core-h spent); "
-            f"{len(cov['missing'])} left, at most {left:.1f} core-h at the step caps "
+            f"{len(cov['missing'])} left, at most {left:.1f} core-h at the step caps, about {expected:.1f} "
+            "expected (the records stop at " + (", ".join(f"{k} {100 * v:.0f} %" for k, v in share.items())
+                                                 or "their caps") + " of their caps on average) "
             f"(s per seed-step = {OVERHEAD_S * 1e3:g} ms + b × depth × T', b in µs: "
             + ", ".join(f"{k} {v * 1e6:.0f}" for k, v in b.items()) + ")")
+
+
+def left_core_h(missing, b: dict, records, profile: str) -> tuple:
+    """What the configurations ``missing`` still cost: ``(at most, expected, share)`` in core-hours,
+    at their step caps (``cost_s``) and at the share of the cap each SSM's ``profile`` records stopped
+    at on average (``lib.cost.stop_share``; the cap where an SSM has none)."""
+    share = stop_share(records, profile)
+    at_caps = [cost_s(s, b) / 3600 for s in missing]
+    expected = sum(c * share.get(s.ssm, 1.0) for s, c in zip(missing, at_caps))
+    return sum(at_caps), expected, {k: share[k] for k in sorted(share)}
 
 
 def dry_run_lines(specs, out, *, state=None) -> list:

@@ -398,6 +398,25 @@ def test_protocol_estimate_prices_a_grid_at_the_records_mean_steps():
     assert math.isnan(cost.protocol_estimate(specs, [], "full")["steps"])
 
 
+def test_left_core_h_expects_each_ssm_to_stop_where_its_records_did():
+    """At most: every configuration at its cap. Expected: scaled by the share of the cap at which the
+    SSM's records of that profile stopped; an SSM without records is expected at its cap."""
+    from lib import cost
+
+    specs = [s for s in G.budget_grid("budget", ["NATOPS"]) if s.ssm in ("s5", "lru")]
+    recs = ([dict(profile="budget", ssm="s5", steps=st, max_steps=3000) for st in (1500, 3000)]
+            + [dict(profile="full", ssm="lru", steps=100, max_steps=30000)])  # another profile: not read
+    assert cost.stop_share(recs, "budget") == {"s5": 0.75}
+    b = G.cost_model([])
+    at_caps, expected, share = G.left_core_h(specs, b, recs, "budget")
+    caps = {s.ssm: 0.0 for s in specs}
+    for s in specs:
+        caps[s.ssm] += G.cost_s(s, b) / 3600
+    assert at_caps == pytest.approx(sum(caps.values()))
+    assert expected == pytest.approx(0.75 * caps["s5"] + caps["lru"]) and share == {"s5": 0.75}
+    assert G.left_core_h([], b, recs, "budget")[:2] == (0, 0)
+
+
 def test_cost_model_follows_the_newest_programs():
     """Old programs of slower code do not hold the estimate up: the newest ``RECENT_PROGRAMS`` decide."""
     from lib import cost
