@@ -256,7 +256,8 @@ def table(df, *, code=(), index: bool = False, caption: str | None = None, keys=
     under the other, each with the ``keys`` columns (the first column by default, or the named ones)
     repeated in front, so nothing sticks out of the column at any width the book supports; where the
     keys do not tell the rows apart, a row number ``#`` is repeated too. A column ``ssm`` is shown as
-    ``SSM`` with the names the pages print (``lib.ssm.ssm_label``: "LRU", "LinOSS (IM)").
+    ``SSM`` with the names the pages print (``lib.ssm.ssm_label``: "LRU", "LinOSS (IM)"), unless it is
+    one of the ``code`` columns (then it shows the registry name to type, ``lru``).
     """
     from IPython.display import HTML
 
@@ -264,10 +265,10 @@ def table(df, *, code=(), index: bool = False, caption: str | None = None, keys=
 
     if index:
         df = df.reset_index(names=df.index.name or "")
-    if "ssm" in df.columns and "SSM" not in df.columns:
+    code = set([code] if isinstance(code, str) else code)
+    if "ssm" in df.columns and "SSM" not in df.columns and "ssm" not in code:  # shown as code: the name to type
         df = df.assign(ssm=[ssm_label(x) if isinstance(x, str) else x for x in df["ssm"]]).rename(columns={"ssm": "SSM"})
         keys = keys if isinstance(keys, int) else [("SSM" if k == "ssm" else k) for k in keys]
-    code = set([code] if isinstance(code, str) else code)
     groups = column_groups(df, keys=keys)
     key_cols = groups[0][:keys] if isinstance(keys, int) else list(keys)
     if len(groups) > 1 and "#" not in key_cols and df[key_cols].astype(str).duplicated().any():

@@ -63,3 +63,5 @@ def test_a_table_prints_its_ssm_column_with_the_registry_labels():
     assert "<th>SSM</th>" in out and "<th>ssm</th>" not in out
     assert "<td>LinOSS (IM)</td>" in out and "<td>LRU</td>" in out and "<td>unknown</td>" in out
     assert list(df["ssm"]) == ["linoss-im", "lru", "unknown"]  # the caller's frame is left as it was
+    as_code = viz.table(df, code=["ssm"]).data  # the name to type: kept, as code
+    assert "<th>ssm</th>" in as_code and "<code>linoss-im</code>" in as_code
