@@ -473,6 +473,13 @@ def summary_sentence(v: pd.DataFrame) -> str:
         bits = [f"{o} for {', '.join(s)}" + (" (every data set with records for it is at the ceiling or at chance)"
                                              if o == "not decidable" else "") for o, s in by.items() if s]
         parts.append(f"That {names[claim]}: " + "; ".join(bits) + ".")
+        if claim == "C1":  # inconclusive for non-inferiority, yet "no difference" is excluded
+            worse = g[(g["verdict"] == "inconclusive") & (g["hi"] < 0) & (g["n_sets"] >= MIN_SETS)]
+            if len(worse):
+                parts.append("For " + ", ".join(f"{ssm_label(r.ssm)} ({r.effect:+.2f} [{r.lo:+.2f}, {r.hi:+.2f}])"
+                                                for r in worse.itertuples())
+                             + " the whole interval lies below 0: on these sets the looped model is worse than the "
+                             f"standard one, but whether by more than δ = {DELTA:g} point is not yet decided.")
     sets = sorted({s for x in v["sets"] for s in x.split(", ") if s})
     who = {}  # "set (flag)" -> SSM -> the claims whose comparisons on it are flagged
     for x, ssm, claim in zip(v["flagged"], v["ssm"], v["claim"]):

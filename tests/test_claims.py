@@ -159,6 +159,19 @@ def test_summary_sentence_names_outcomes_sets_and_which_ssms_a_flag_concerns():
     assert C.summary_sentence(v.iloc[0:0]).startswith("No looped–standard pair")
 
 
+
+def test_summary_sentence_says_when_an_inconclusive_c1_still_excludes_no_difference():
+    """Non-inferiority can stay open while the interval lies below 0: the reader is told looped is worse
+    there, and by how much is open; nothing is said where the interval reaches 0."""
+    rows = pd.DataFrame([
+        dict(claim="C1", ssm="s5", verdict="inconclusive", effect=-1.6, lo=-3.0, hi=-0.1, n_sets=4, sets="A, B, C, D", flagged=""),
+        dict(claim="C1", ssm="lru", verdict="inconclusive", effect=-1.2, lo=-2.7, hi=0.4, n_sets=4, sets="A, B, C, D", flagged=""),
+        dict(claim="C1", ssm="lrcssm", verdict="inconclusive", effect=-3.0, lo=-4.0, hi=-2.0, n_sets=1, sets="A", flagged="")])
+    text = C.summary_sentence(rows)
+    assert "For S5 (-1.60 [-3.00, -0.10]) the whole interval lies below 0" in text
+    assert "LRU (" not in text and "LrcSSM (" not in text  # reaches 0; too few sets to pool
+
+
 def test_spread_recovers_the_spread_it_was_drawn_with():
     rng = np.random.default_rng(3)
     tau, sigma = 2.0, 3.0
