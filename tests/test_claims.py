@@ -170,6 +170,7 @@ def test_summary_sentence_says_when_an_inconclusive_c1_still_excludes_no_differe
     text = C.summary_sentence(rows)
     assert "For S5 (-1.60 [-3.00, -0.10]) the whole interval lies below 0" in text
     assert "LRU (" not in text and "LrcSSM (" not in text  # reaches 0; too few sets to pool
+    assert "inconclusive for LRU, S5, LrcSSM." in text  # registry order, not the labels' alphabet
 
 
 def test_spread_recovers_the_spread_it_was_drawn_with():
