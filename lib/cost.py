@@ -85,13 +85,18 @@ def cost_s(spec, b: dict, steps: float | None = None) -> float:
     return per_step * (spec.train_config().max_steps if steps is None else steps) * len(spec.seeds)
 
 
+def _trained(records, profile: str):
+    """The ``profile`` records of an SSM the cost model knows that say how many steps they trained."""
+    return (r for r in records if r.get("profile") == profile and r.get("ssm") in B_PRIOR and r.get("steps"))
+
+
 def stop_share(records, profile: str) -> dict:
     """SSM → the mean share of its step cap at which the ``profile`` records' seeds stopped (early
     stopping ends many before the cap): what a configuration of that SSM left to run is expected to
     use of ``cost_s``'s bound. SSMs without such records are absent (take 1: the cap)."""
     per = {}
-    for r in records:
-        if r.get("profile") == profile and r.get("steps") and r.get("max_steps") and r.get("ssm") in B_PRIOR:
+    for r in _trained(records, profile):
+        if r.get("max_steps"):
             per.setdefault(r["ssm"], []).append(min(1.0, r["steps"] / r["max_steps"]))
     return {ssm: sum(v) / len(v) for ssm, v in per.items()}
 
@@ -104,8 +109,7 @@ def protocol_estimate(specs, records, profile: str) -> dict:
     import math
 
     records = list(records)
-    steps = [r["steps"] for r in records
-             if r.get("profile") == profile and r.get("ssm") in B_PRIOR and r.get("steps")]
+    steps = [r["steps"] for r in _trained(records, profile)]
     mean = sum(steps) / len(steps) if steps else math.nan
     b = cost_model(records)
     by = {}
