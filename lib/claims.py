@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from lib import results as R
-from lib.ssm import SSMS, paper_ssms, ssm_label
+from lib.ssm import paper_ssms, ssm_label, ssm_rank
 
 #: C1's non-inferiority margin δ (points): looped may lose at most this much to standard
 DELTA = 1.0
@@ -459,12 +459,6 @@ def verdict_table(df: pd.DataFrame, profile: str, *, ssms=None, n_boot: int = N_
     return pd.DataFrame(out, columns=cols)
 
 
-def _ssm_rank(name: str) -> tuple:
-    """Registry order (LRU, S5, LinOSS, LrcSSM), then by name for SSMs outside the registry."""
-    order = list(SSMS)
-    return (order.index(name) if name in order else len(order), name)
-
-
 def summary_sentence(v: pd.DataFrame) -> str:
     """A plain-language paragraph from ``verdict_table`` rows of one scope (computed, never typed)."""
     if v.empty or (v["verdict"] == "not yet run").all():
@@ -474,7 +468,7 @@ def summary_sentence(v: pd.DataFrame) -> str:
     names = {"C1": "looping matches the standard model (C1)", "C3": "reshaping gains at least a point (C3)",
              "C4": "the two compound (C4)"}
     for claim, g in v.groupby("claim", sort=True):
-        by = {o: [ssm_label(x) for x in sorted(g[g["verdict"] == o]["ssm"], key=_ssm_rank)]
+        by = {o: [ssm_label(x) for x in sorted(g[g["verdict"] == o]["ssm"], key=ssm_rank)]
               for o in (*OUTCOMES, "not yet run", "not decidable")}
         bits = [f"{o} for {', '.join(s)}" + (" (every data set with records for it is at the ceiling or at chance)"
                                              if o == "not decidable" else "") for o, s in by.items() if s]
@@ -494,7 +488,7 @@ def summary_sentence(v: pd.DataFrame) -> str:
     flagged = []
     for f in sorted(who):  # a set can be at the ceiling on one input (one claim) and decide another
         by_claims = {}
-        for ssm, cs in sorted(who[f].items(), key=lambda kv: _ssm_rank(kv[0])):
+        for ssm, cs in sorted(who[f].items(), key=lambda kv: ssm_rank(kv[0])):
             by_claims.setdefault(tuple(sorted(cs)), []).append(ssm_label(ssm))
         flagged.append(f"{f[:-1]}: " + "; ".join(f"{', '.join(ssms)} in {', '.join(cs)}"
                                                    for cs, ssms in by_claims.items()) + ")")

@@ -344,18 +344,18 @@ def ssm_label_expr() -> str:
 def ssm_facet(field: str = "ssm", **kw):
     """One panel per SSM, in registry order, headed by its printed name (``ssm_label_expr``)."""
     import altair as alt
-    from lib.ssm import SSMS
+    from lib.ssm import ssm_order
 
-    return alt.Facet(f"{field}:N", sort=list(SSMS), title=None, header=alt.Header(labelExpr=ssm_label_expr()), **kw)
+    return alt.Facet(f"{field}:N", sort=ssm_order(), title=None, header=alt.Header(labelExpr=ssm_label_expr()), **kw)
 
 
 def ssm_color(field: str = "ssm", **kw):
     """One colour per SSM, in registry order, its legend printing the SSM's name (``ssm_label_expr``)."""
     import altair as alt
-    from lib.ssm import SSMS
+    from lib.ssm import ssm_order
 
     legend = alt.Legend(labelExpr=ssm_label_expr(), title=None, **kw.pop("legend", {}))
-    return alt.Color(f"{field}:N", sort=list(SSMS), legend=legend, **kw)
+    return alt.Color(f"{field}:N", sort=ssm_order(), legend=legend, **kw)
 
 
 #: depth 6 as unique blocks × loops, most unique blocks first

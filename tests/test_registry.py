@@ -92,6 +92,11 @@ def test_a_registered_toy_ssm_is_read_everywhere(toy):
     from lib.profiles import max_steps
 
     assert S.SSM_NAMES[-1] == "toy" and "toy" in S.paper_ssms()
+    # one order for panels, legends and sentences: the registry's, an unregistered name after it
+    assert S.ssm_order() == ["lru", "s5", "linoss-im", "linoss-imex", "lrcssm", "toy"]
+    assert sorted(["zz", "toy", "lrcssm", "aa", "s5"], key=S.ssm_rank) == ["s5", "lrcssm", "toy", "aa", "zz"]
+    from lib import viz as V
+    assert V.ssm_facet().to_dict()["sort"] == V.ssm_color().to_dict()["sort"] == S.ssm_order()
     cfg = T.train_config("toy", "budget")
     assert (cfg.lr, cfg.grad_clip, cfg.max_steps) == (3e-3, 0.5, 123) and max_steps("full", "toy") == 30_000
     assert T.default_mode("toy", "cpu") == "parallel" and T.default_mode("toy", "gpu") == "sequential"

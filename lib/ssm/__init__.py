@@ -160,6 +160,18 @@ def paper_ssms() -> tuple:
     return tuple(n for n, s in SSMS.items() if s.paper)
 
 
+def ssm_order() -> list:
+    """The SSM names in registry order, as the registry is now: the one order of panels, legends,
+    tables and sentences (``ssm_rank`` sorts by it)."""
+    return list(SSMS)
+
+
+def ssm_rank(name: str) -> tuple:
+    """A sort key: registry order, then by name for SSMs outside the registry."""
+    order = ssm_order()
+    return (order.index(name) if name in order else len(order), name)
+
+
 def ssm_label(name: str) -> str:
     """The name the pages print for an SSM (``SSMSpec.label``); an unregistered name as it is."""
     spec = SSMS.get(name)
