@@ -85,6 +85,13 @@ def cost_s(spec, b: dict, steps: float | None = None) -> float:
     return per_step * (spec.train_config().max_steps if steps is None else steps) * len(spec.seeds)
 
 
+def left_h(spec, b: dict, share: dict) -> tuple:
+    """A configuration's core-hours ``(at its step cap, expected)``: ``cost_s`` and that times the share
+    of the cap its SSM's records stopped at on average (``stop_share``; the cap where it has none)."""
+    caps = cost_s(spec, b) / 3600
+    return caps, caps * share.get(spec.ssm, 1.0)
+
+
 def _trained(records, profile: str):
     """The ``profile`` records of an SSM the cost model knows that say how many steps they trained."""
     return (r for r in records if r.get("profile") == profile and r.get("ssm") in B_PRIOR and r.get("steps"))

@@ -47,8 +47,8 @@ from lib.ssm import paper_ssms, ssm_spec
 from lib.run import REPO, RunSpec, check_writable, run, strip_flag  # noqa: F401  (strip_flag: re-exported)
 from lib.controls import controls_grid  # noqa: E402  (issue 21 §2: the controls grid)
 from lib import cost as _cost
-from lib.cost import B_PRIOR, OVERHEAD_S, cost_model, cost_s, input_length, stop_share  # noqa: F401  (one home: lib.cost)
-from lib.tables import NOT_RUN, budget_coverage, chunk_timesteps, main_table  # noqa: F401  (one home: lib.tables)
+from lib.cost import B_PRIOR, OVERHEAD_S, cost_model, cost_s, input_length, left_h, stop_share  # noqa: F401  (one home: lib.cost)
+from lib.tables import NOT_RUN, budget_coverage, budget_status, chunk_timesteps, main_table  # noqa: F401  (one home: lib.tables)
 
 
 #: the main grid's SSMs: the paper's four (``lib.ssm.SSMSpec.paper``)
@@ -354,9 +354,8 @@ def left_core_h(missing, b: dict, records, profile: str) -> tuple:
     at their step caps (``cost_s``) and at the share of the cap each SSM's ``profile`` records stopped
     at on average (``lib.cost.stop_share``; the cap where an SSM has none)."""
     share = stop_share(records, profile)
-    at_caps = [cost_s(s, b) / 3600 for s in missing]
-    expected = sum(c * share.get(s.ssm, 1.0) for s, c in zip(missing, at_caps))
-    return sum(at_caps), expected, {k: share[k] for k in sorted(share)}
+    both = [left_h(s, b, share) for s in missing]
+    return sum(c for c, _ in both), sum(e for _, e in both), {k: share[k] for k in sorted(share)}
 
 
 def dry_run_lines(specs, out, *, state=None) -> list:

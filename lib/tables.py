@@ -8,10 +8,10 @@ read in timesteps (``chunk_timesteps``).
 from __future__ import annotations
 
 from lib import results as R
-from lib.cost import cost_model, cost_s
+from lib.cost import cost_model, left_h, stop_share
 from lib.datasets import DATASETS
 
-__all__ = ["NOT_RUN", "main_table", "chunk_timesteps", "budget_coverage", "capped_table", "capped_display", "reported_at", "truncation_gaps"]
+__all__ = ["NOT_RUN", "main_table", "chunk_timesteps", "budget_coverage", "budget_status", "capped_table", "capped_display", "reported_at", "truncation_gaps"]
 
 NOT_RUN = "not yet run"
 
@@ -103,11 +103,22 @@ def chunk_timesteps(dataset: str, reshape: str, chunk: int) -> int:
 
 
 def budget_coverage(records, profile: str = "budget") -> "pd.DataFrame":
-    """The budget grid as a matrix: one row per data set × input, one column per SSM, each cell its
-    models, standard first, with "✓" (all seeds recorded), "n/5" (some) or "·" (none), the chunk
-    pilot (a looped S5 model) marked "pilot" in S5's column; "" where the grid has no such cell; plus
-    the row's core-hours spent (records' ``wall_s``, one program per configuration) and its estimate
-    left."""
+    """The budget grid as a matrix (``budget_status``'s table)."""
+    return budget_status(records, profile)[0]
+
+
+def budget_status(records, profile: str = "budget") -> tuple:
+    """The budget grid, planned once: ``(table, summary)``.
+
+    ``table``: one row per data set × input, one column per SSM, each cell its models, standard first,
+    with "✓" (all seeds recorded), "n/5" (some) or "·" (none), the chunk pilot (a looped S5 model)
+    marked "pilot" in S5's column; "" where the grid has no such cell; plus the row's core-hours spent
+    (records' ``wall_s``, one program per configuration) and left, at the step caps and expected
+    (``lib.grid.left_core_h``).
+
+    ``summary``: ``configurations``, ``done``, ``missing`` (counts), ``spent``, ``left``, ``expected``
+    (core-hours, the table's column sums) and ``stops`` (SSM → the mean share of its cap its records'
+    seeds stopped at, ``lib.cost.stop_share``)."""
     import pandas as pd
 
     from lib.grid import MAIN_SSMS, PILOT_TAG, REPO, _rows, budget_grid, records_for
@@ -119,10 +130,12 @@ def budget_coverage(records, profile: str = "budget") -> "pd.DataFrame":
     for r in got.to_dict("records"):
         have.setdefault(R.training_key(r), r)
     b = cost_model(list(R.iter_records(str(REPO / "data" / "results" / "*.jsonl"), validate=False)))
-    rows = {}
+    share = stop_share(recs, profile)
+    rows, missing = {}, 0
     for s in specs:
         key = (s.dataset, "none" if s.reshape == "none" else f"{s.reshape}/{s.chunk}")
-        row = rows.setdefault(key, {"data set": s.dataset, "input": key[1], "core-h spent": 0.0, "core-h left": 0.0})
+        row = rows.setdefault(key, {"data set": s.dataset, "input": key[1], "core-h spent": 0.0,
+                                    "core-h left (caps)": 0.0, "core-h left (expected)": 0.0})
         seen = [have.get(R.training_key(s.training_fields(x))) for x in s.seeds]
         n = sum(r is not None for r in seen)
         mark = "✓" if n == len(s.seeds) else f"{n}/{len(s.seeds)}" if n else "·"
@@ -131,15 +144,22 @@ def budget_coverage(records, profile: str = "budget") -> "pd.DataFrame":
         if n:
             row["core-h spent"] += max(r["wall_s"] for r in seen if r is not None) / 3600
         if n < len(s.seeds):
-            row["core-h left"] += cost_s(s, b) / 3600
+            caps, expected = left_h(s, b, share)
+            row["core-h left (caps)"] += caps
+            row["core-h left (expected)"] += expected
+            missing += 1
     for row in rows.values():
         for ssm in MAIN_SSMS:
             if ssm in row:
                 row[ssm] = " ".join(text for _, text in sorted(row[ssm]))
     df = pd.DataFrame(list(rows.values())).fillna("")
-    cols = ["data set", "input"] + [c for c in MAIN_SSMS if c in df.columns] + ["core-h spent", "core-h left"]
+    sums = ["core-h spent", "core-h left (caps)", "core-h left (expected)"]
+    cols = ["data set", "input"] + [c for c in MAIN_SSMS if c in df.columns] + sums
+    summary = dict(configurations=len(specs), done=len(specs) - missing, missing=missing,
+                   **{k: float(df[c].sum()) if len(df) else 0.0 for k, c in zip(("spent", "left", "expected"), sums)},
+                   stops={k: share[k] for k in sorted(share)})
     df = df.sort_values(["data set", "input"], key=lambda c: c.map(lambda v: (v != "none", str(v))))
-    return df[cols].round(2).reset_index(drop=True) if len(df) else df
+    return (df[cols].round(2).reset_index(drop=True) if len(df) else df), summary
 
 
 def _comparisons(records, profile: str):

@@ -499,6 +499,26 @@ def test_budget_coverage_marks_what_is_recorded():
     assert cov.loc[("LSST", "concat/2"), "lru"] == "6×1 · 3×2 · 2×3 · 1×6 ·"
 
 
+def test_budget_status_plans_once_and_agrees_with_the_grid_cli():
+    """The Experiments coverage paragraph reads ``budget_status``'s summary: its counts are
+    ``coverage``'s, its core-hours the table's column sums and ``left_core_h``'s (the CLI's numbers)."""
+    specs = G.calibration_grid()[:3]
+    recs = _budget_records(specs[:1]) + _budget_records(specs[1:2])[:2]
+    for r in recs:  # trained half their cap (a baseline record as template: give it a trained run's fields)
+        r.update(steps=r["max_steps"] // 2, depth=r["blocks"] * r["loops"], seq_len=G.input_length(specs[0]),
+                 wall_s=100.0, compile_s=1.0)
+    cov, st = G.budget_status(recs)
+    plan = G.budget_grid("budget", records=recs)
+    c = G.coverage(plan, recs)
+    assert (st["configurations"], st["done"], st["missing"]) == (len(plan), len(c["done"]), len(c["missing"])) \
+        and st["done"] == 1
+    b = G.cost_model(list(R.iter_records(str(G.REPO / "data" / "results" / "*.jsonl"), validate=False)))
+    left, expected, stops = G.left_core_h(c["missing"], b, recs, "budget")
+    assert st["stops"] == stops == {specs[0].ssm: pytest.approx(0.5)}
+    assert (st["left"], st["expected"]) == (pytest.approx(left), pytest.approx(expected))
+    assert st["spent"] == pytest.approx(cov["core-h spent"].sum(), abs=0.005 * len(cov)) and 0 < st["expected"] < st["left"]
+
+
 def test_every_budget_chunk_divides_its_length_or_pads():
     """A candidate chunk that does not divide the (flattened) length stops the grid with an error
     mid-run unless the set pads (FingerMovements' 112 and NATOPS' 48 once did)."""
