@@ -53,13 +53,20 @@ def input_length(spec) -> int:
     return math.ceil(total / spec.chunk) if spec.pad else total // spec.chunk
 
 
+def core_s(record) -> float:
+    """The core-seconds a record's program used: its ``cpu_s`` where the run counted it, else its
+    ``wall_s`` (on a machine that ran other work beside it, wall time overstates the cost)."""
+    cpu = record.get("cpu_s")
+    return float(record["wall_s"] if cpu is None else cpu)
+
+
 #: the cost model reads an SSM's newest programs only: the code's speed changes (issue 18 halved it)
 RECENT_PROGRAMS = 8
 
 
 def cost_model(records=()) -> dict:
     """SSM → b (seconds per layer·timestep of one seed-step), the median over the ``RECENT_PROGRAMS``
-    newest (by ``created``) CPU programs of the records of (wall − compile) / seed-steps −
+    newest (by ``created``) CPU programs of the records of (``core_s`` − compile) / seed-steps −
     ``OVERHEAD_S``, divided by depth × T'; ``B_PRIOR`` where an SSM has no CPU records."""
     import numpy as np
 
@@ -73,7 +80,7 @@ def cost_model(records=()) -> dict:
     for (ssm, _, created, _), by_seed in sorted(programs.items(), key=lambda kv: str(kv[0][2])):
         rs = list(by_seed.values())
         seed_steps = sum(r["steps"] for r in rs)
-        t = (rs[0]["wall_s"] - rs[0]["compile_s"]) / seed_steps
+        t = (core_s(rs[0]) - rs[0]["compile_s"]) / seed_steps
         per.setdefault(ssm, []).append((t - OVERHEAD_S) / (rs[0]["depth"] * rs[0]["seq_len"]))
     return {ssm: float(np.median(per[ssm][-RECENT_PROGRAMS:])) if ssm in per else b for ssm, b in B_PRIOR.items()}
 

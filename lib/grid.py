@@ -47,7 +47,7 @@ from lib.ssm import paper_ssms, ssm_spec
 from lib.run import REPO, RunSpec, check_writable, run, strip_flag  # noqa: F401  (strip_flag: re-exported)
 from lib.controls import controls_grid  # noqa: E402  (issue 21 §2: the controls grid)
 from lib import cost as _cost
-from lib.cost import B_PRIOR, OVERHEAD_S, cost_model, cost_s, input_length, left_h, stop_share  # noqa: F401  (one home: lib.cost)
+from lib.cost import B_PRIOR, OVERHEAD_S, core_s, cost_model, cost_s, input_length, left_h, stop_share  # noqa: F401  (one home: lib.cost)
 from lib.tables import NOT_RUN, budget_coverage, budget_status, chunk_timesteps, main_table  # noqa: F401  (one home: lib.tables)
 
 
@@ -334,12 +334,12 @@ def _cost_state(specs, out, recs=None):
 
 
 def estimate_text(specs, out, *, state=None) -> str:
-    """The grid's cost: configurations done and core-hours spent on them (from their records' ``wall_s``;
+    """The grid's cost: configurations done and core-hours spent on them (their records' ``core_s``;
     with ``--datasets``/``--ssms`` only the selected configurations count), and the core-hours left at the step caps (``cost_s``, seconds per seed-step fitted on the records).
     ``state``: ``_cost_state(specs, out)``, where the caller has it already."""
     recs, b, cov = state or _cost_state(specs, out)
     mine = records_for(specs, recs).to_dict("records") if recs else []  # these configurations' records only
-    spent = sum({(r["command"], r["created"], r["wall_s"]): r["wall_s"] for r in mine}.values()) / 3600
+    spent = sum({(r["command"], r["created"], r["wall_s"]): core_s(r) for r in mine}.values()) / 3600
     left, expected, share = left_core_h(cov["missing"], b, recs, specs[0].profile if specs else "budget")
     return (f"cost: {len(cov['done'])} of {len(specs)} configurations done ({spent:.1f} core-h spent); "
             f"{len(cov['missing'])} left, at most {left:.1f} core-h at the step caps, about {expected:.1f} "

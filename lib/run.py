@@ -311,6 +311,7 @@ def run(spec: RunSpec, out: str | Path | None = None, *, data_folder=None, save_
                    params_total=trainer.params_count["total"], params_blocks=trainer.params_count["blocks"],
                    val_acc=r.val_acc, test_acc=r.test_acc, train_acc=r.train_acc, best_step=r.best_step,
                    steps=r.steps, wall_s=round(trainer.wall_s, 3), compile_s=round(trainer.compile_s, 3),
+                   **({} if trainer.cpu_s is None else {"cpu_s": round(trainer.cpu_s, 3)}),
                    seeds_in_program=len(todo), mode=model_kwargs["mode"], device=device_name(), n_devices=len(jax.devices()),
                    versions=versions(), commit=sha, dirty=dirty, command=cmd, profile=spec.profile,
                    created=now, seq_len=int(x0.shape[1]), in_features=int(x0.shape[2]),

@@ -131,6 +131,8 @@ OPTIONAL_FIELDS: dict = {
     "init": ("str", "how the weights start (lib.model.INITS): 'default' | 'tied' (a standard model as the "
                     "looped one untied, issue 21's control)"),
     "history": ("list", "every evaluation: step, loss, train_acc, val_acc, test_acc"),
+    "cpu_s": ("float", "CPU seconds the run's process used, all its threads and sittings (wall_s also counts "
+                       "time the machine gave to other work); absent in records made before it was counted"),
 }
 
 
@@ -381,6 +383,8 @@ def validate_record(rec: Mapping) -> dict:
             raise _bad(f, f"must be an object, got {v!r}")
         if kind == "list" and not isinstance(v, list):
             raise _bad(f, f"must be a list, got {v!r}")
+        if kind == "float" and not (_is_real(v) and v >= 0):
+            raise _bad(f, f"must be a number >= 0, got {v!r}")
     for i, h in enumerate(rec.get("history") or ()):
         if not (isinstance(h, Mapping) and all(k in h for k in HISTORY_KEYS)):
             raise _bad("history", f"entry {i} must hold {HISTORY_KEYS}, got {h!r}")

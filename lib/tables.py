@@ -8,7 +8,7 @@ read in timesteps (``chunk_timesteps``).
 from __future__ import annotations
 
 from lib import results as R
-from lib.cost import cost_model, left_h, stop_share
+from lib.cost import core_s, cost_model, left_h, stop_share
 from lib.datasets import DATASETS
 
 __all__ = ["NOT_RUN", "main_table", "chunk_timesteps", "budget_coverage", "budget_status", "capped_table", "capped_display", "reported_at", "truncation_gaps"]
@@ -113,7 +113,7 @@ def budget_status(records, profile: str = "budget") -> tuple:
     ``table``: one row per data set × input, one column per SSM, each cell its models, standard first,
     with "✓" (all seeds recorded), "n/5" (some) or "·" (none), the chunk pilot (a looped S5 model)
     marked "pilot" in S5's column; "" where the grid has no such cell; plus the row's core-hours spent
-    (records' ``wall_s``, one program per configuration) and left, at the step caps and expected
+    (records' ``lib.cost.core_s``, one program per configuration) and left, at the step caps and expected
     (``lib.grid.left_core_h``).
 
     ``summary``: ``configurations``, ``done``, ``missing`` (counts), ``spent``, ``left``, ``expected``
@@ -142,7 +142,7 @@ def budget_status(records, profile: str = "budget") -> tuple:
         row.setdefault(s.ssm, []).append((-s.blocks, f"{s.blocks}×{s.loops} {mark}"
                                           + (" pilot" if s.tag == PILOT_TAG else "")))
         if n:
-            row["core-h spent"] += max(r["wall_s"] for r in seen if r is not None) / 3600
+            row["core-h spent"] += max(core_s(r) for r in seen if r is not None) / 3600
         if n < len(s.seeds):
             caps, expected = left_h(s, b, share)
             row["core-h left (caps)"] += caps

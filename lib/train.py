@@ -473,6 +473,7 @@ class MultiSeedTrainer:
         pg = _Progress.start(self.padded_seeds, S)
         best_state = jax.tree.map(jnp.copy, self.state) if keep_state else None
         self.compile_s, before_s = 0.0, 0.0
+        before_cpu = 0.0  # process CPU seconds of earlier sittings; None: a checkpoint that did not count them
         self.segments = [dict(step=0, **(note or {}))]
         fingerprint = None
         if checkpoint is not None:
@@ -507,15 +508,20 @@ class MultiSeedTrainer:
                         rstate, ropt = self._shard(rstate), self._shard(ropt)
                     rbest = self._shard(_from_host(trees["best"], best_state)) if keep_state else best_state
                     rtimes = float(meta["compile_s"]), float(meta["wall_s"])
+                    rcpu = float(meta["cpu_s"]) if meta.get("cpu_s") is not None else None
                     rsegments = list(meta["segments"]) + [dict(step=rpg.step, **(note or {}))]
                 except Exception as e:
                     _set_aside(checkpoint, e)
                 else:
                     pg, data, self.state, self.opt_state, best_state = rpg, rdata, rstate, ropt, rbest
-                    (self.compile_s, before_s), self.segments = rtimes, rsegments
+                    (self.compile_s, before_s), self.segments, before_cpu = rtimes, rsegments, rcpu
         show = (not quiet()) if progress is None else progress
         log = not show and os.environ.get("LOOPED_SSM_LOG", "") not in ("", "0")
-        t_start = time.perf_counter()
+        t_start, c_start = time.perf_counter(), time.process_time()
+
+        def cpu_so_far():
+            return None if before_cpu is None else before_cpu + time.process_time() - c_start
+
         bar = None
         if show:
             from tqdm.auto import tqdm
@@ -565,6 +571,7 @@ class MultiSeedTrainer:
                     if keep_state:
                         trees["best"] = best_state
                     save_checkpoint(checkpoint, dict(fingerprint=fingerprint, compile_s=self.compile_s, wall_s=wall,
+                                                     cpu_s=cpu_so_far(),
                                                      segments=self.segments, **pg.to_meta()), **trees)
                     # the next chunk (without compiling) is expected to take as long as this one did
                     if deadline is not None and time.time() + (time.perf_counter() - t_chunk) > deadline:
@@ -574,6 +581,7 @@ class MultiSeedTrainer:
             if bar is not None:
                 bar.close()
         self.wall_s = before_s + time.perf_counter() - t_start  # includes compile_s
+        self.cpu_s = cpu_so_far()  # all threads of this process; None when an earlier sitting did not count it
         pg.stopped_at[pg.stopped_at < 0] = pg.step
         states = _unstack(best_state, S) if keep_state else [None] * S
         return [SeedResult(seed=self.seeds[s], val_acc=float(pg.best_val[s]), test_acc=float(pg.test_at_best[s]),

@@ -110,6 +110,7 @@ def test_workers_with_a_budget_stop_early_then_resume_without_duplicates(tmp_pat
     assert len(resumed) == 2 * 2  # the two checkpointed configurations x two seeds went on from step 50
     assert all([s["step"] for s in segs] == [0, eval_every] for segs in resumed["segments"])
     assert not list(ckpt.glob("*.npz"))
+    assert (df["cpu_s"] > 0).all()  # every record counts its process's CPU seconds, resumed ones too
 
 
 def test_merge_keeps_existing_records_and_adds_new_ones(tmp_path):
@@ -377,6 +378,11 @@ def test_cost_model_reads_seconds_per_seed_step_from_the_records():
                  wall_s=10.0 + 5 * 1000 * (G.OVERHEAD_S + b * 6 * T))
     assert G.cost_model(rec)[spec.ssm] == pytest.approx(b)
     assert G.cost_model([])[spec.ssm] == G.B_PRIOR[spec.ssm]
+    # where the run counted its CPU seconds, they are the cost: a machine busy with other work
+    # stretched the wall time (here to 1.5×), not the model's work
+    busy = [dict(r, cpu_s=r["wall_s"], wall_s=1.5 * r["wall_s"]) for r in rec]
+    assert G.cost_model(busy)[spec.ssm] == pytest.approx(b)
+    assert G.core_s(busy[0]) == busy[0]["cpu_s"] and G.core_s(rec[0]) == rec[0]["wall_s"]
 
 
 def test_protocol_estimate_prices_a_grid_at_the_records_mean_steps():

@@ -64,6 +64,8 @@ def test_valid_record_passes_and_numpy_scalars_are_normalised():
     ("seed", True, "seed"),
     ("lr", 0.0, "lr"),
     ("wall_s", float("inf"), "wall_s"),
+    ("cpu_s", -1.0, "cpu_s"),
+    ("cpu_s", "fast", "cpu_s"),
     ("created", "yesterday", "created"),
     ("dirty", "no", "dirty"),
     ("versions", {"jax": "0.10.2"}, "versions"),

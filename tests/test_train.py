@@ -276,6 +276,13 @@ def test_a_killed_fit_resumes_from_its_checkpoint_to_the_same_result(tmp_path, m
     _same_runs(whole, again, tw, ta)
     assert ta.segments == [dict(step=0, run=1), dict(step=kill_at * CK_CFG.eval_every, run=2)]
     assert ta.wall_s > meta["wall_s"]  # the time of both sittings
+    assert ta.cpu_s > meta["cpu_s"] > 0 and tw.cpu_s > 0  # CPU seconds too
+    # a checkpoint written before CPU seconds were counted (the last one of the second sitting, without
+    # them): the record cannot know them, so it leaves them out
+    meta, trees = T.load_checkpoint(ck)
+    T.save_checkpoint(ck, {k: v for k, v in meta.items() if k != "cpu_s"}, **trees)
+    _, old = train_seeds(KW, splits, CK_CFG, CK_SEEDS, progress=False, seed_axis=axis, checkpoint=ck)
+    assert old.cpu_s is None and old.wall_s > meta["wall_s"]
 
 
 def test_a_deadline_stops_at_an_evaluation_and_the_next_sitting_finishes(tmp_path):
