@@ -340,7 +340,7 @@ def estimate_text(specs, out, *, state=None) -> str:
     recs, b, cov = state or _cost_state(specs, out)
     mine = records_for(specs, recs).to_dict("records") if recs else []  # these configurations' records only
     spent = sum({(r["command"], r["created"], r["wall_s"]): core_s(r) for r in mine}.values()) / 3600
-    left, expected, share = left_core_h(cov["missing"], b, recs, specs[0].profile if specs else "budget")
+    left, expected, share = left_core_h(cov["missing"], b, mine, specs[0].profile if specs else "budget")
     return (f"cost: {len(cov['done'])} of {len(specs)} configurations done ({spent:.1f} core-h spent); "
             f"{len(cov['missing'])} left, at most {left:.1f} core-h at the step caps, about {expected:.1f} "
             "expected (the records stop at " + (", ".join(f"{k} {100 * v:.0f} %" for k, v in share.items())

@@ -130,7 +130,7 @@ def budget_status(records, profile: str = "budget") -> tuple:
     for r in got.to_dict("records"):
         have.setdefault(R.training_key(r), r)
     b = cost_model(list(R.iter_records(str(REPO / "data" / "results" / "*.jsonl"), validate=False)))
-    share = stop_share(recs, profile)
+    share = stop_share(got.to_dict("records"), profile)  # the grid's own records (as ``lib.grid.estimate_text``)
     rows, missing = {}, 0
     for s in specs:
         key = (s.dataset, "none" if s.reshape == "none" else f"{s.reshape}/{s.chunk}")

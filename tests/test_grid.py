@@ -523,6 +523,9 @@ def test_budget_status_plans_once_and_agrees_with_the_grid_cli():
     assert st["stops"] == stops == {specs[0].ssm: pytest.approx(0.5)}
     assert (st["left"], st["expected"]) == (pytest.approx(left), pytest.approx(expected))
     assert st["spent"] == pytest.approx(cov["core-h spent"].sum(), abs=0.005 * len(cov)) and 0 < st["expected"] < st["left"]
+    # budget records outside the grid (another tag: a control, a probe) change neither the shares nor the sums
+    other = [dict(r, tag="another", steps=r["max_steps"]) for r in recs]
+    assert G.budget_status(recs + other)[1] == st
 
 
 def test_every_budget_chunk_divides_its_length_or_pads():
