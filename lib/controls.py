@@ -33,6 +33,7 @@ import pandas as pd
 
 from lib import claims as C
 from lib import results as R  # records and stats
+from lib.ssm import ssm_label, ssm_rank
 
 #: the sets the issue names for the controls (issue 21 §2: SCP1 concat/16, LSST, Handwriting, + one more
 #: set with headroom, chosen by ``control_sets``)
@@ -226,7 +227,8 @@ def reading(pooled: pd.DataFrame) -> list:
     matches, computed from ``control_table``'s pooled rows (an interval containing 0: no detectable
     difference); fewer than ``lib.claims.MIN_SETS`` sets is said to be indicative only."""
     out = []
-    for ssm, g in pooled.groupby("ssm", sort=True):
+    for name in sorted(pooled["ssm"].unique(), key=ssm_rank):  # registry order, the names the pages print
+        g, ssm = pooled[pooled["ssm"] == name], ssm_label(name)
         p = {r["comparison"]: r for r in g.to_dict("records") if r["n_sets"] > 0}
 
         def few(r):

@@ -122,6 +122,10 @@ def test_the_reading_follows_the_numbers():
     assert "C1 holds (looped − standard +0.50" in text
     assert "hurts the looped model (-3.00" in text
     assert "indicative only" not in text  # three sets
+    # one sentence group per SSM, in registry order, with the name the pages print
+    two = pd.concat([_records(), _records().assign(ssm="lru")])
+    firsts = [line.split(",")[0] for line in K.reading(K.control_table(two, n_boot=100)[1])]
+    assert list(dict.fromkeys(firsts)) == ["LRU", "S5"]
 
 
 def test_a_tied_start_that_ends_with_the_looped_model_is_read_so():
