@@ -110,8 +110,8 @@ def budget_coverage(records, profile: str = "budget") -> "pd.DataFrame":
 def budget_status(records, profile: str = "budget") -> tuple:
     """The budget grid, planned once: ``(table, summary)``.
 
-    ``table``: one row per data set × input, one column per SSM, each cell its models, standard first,
-    with "✓" (all seeds recorded), "n/5" (some) or "·" (none), the chunk pilot (a looped S5 model)
+    ``table``: one row per data set × input, one column per SSM, each cell a tuple of its models,
+    standard first, e.g. ``("6×1 ✓", "1×6 2/5")``: "✓" (all seeds recorded), "n/5" (some) or "·" (none), the chunk pilot (a looped S5 model)
     marked "pilot" in S5's column; "" where the grid has no such cell; plus the row's core-hours spent
     (records' ``lib.cost.core_s``, one program per configuration) and left, at the step caps and expected
     (``lib.grid.left_core_h``).
@@ -151,7 +151,7 @@ def budget_status(records, profile: str = "budget") -> tuple:
     for row in rows.values():
         for ssm in MAIN_SSMS:
             if ssm in row:
-                row[ssm] = " ".join(text for _, text in sorted(row[ssm]))
+                row[ssm] = tuple(text for _, text in sorted(row[ssm]))  # one model per line (viz.table)
     df = pd.DataFrame(list(rows.values())).fillna("")
     sums = ["core-h spent", "core-h left (caps)", "core-h left (expected)"]
     cols = ["data set", "input"] + [c for c in MAIN_SSMS if c in df.columns] + sums
