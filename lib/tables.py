@@ -111,10 +111,11 @@ def budget_status(records, profile: str = "budget") -> tuple:
     """The budget grid, planned once: ``(table, summary)``.
 
     ``table``: one row per data set × input, one column per SSM, each cell a tuple of its models,
-    standard first, e.g. ``("6×1 ✓", "1×6 2/5")``: "✓" (all seeds recorded), "n/5" (some) or "·" (none), the chunk pilot (a looped S5 model)
-    marked "pilot" in S5's column; "" where the grid has no such cell; plus the row's core-hours spent
-    (records' ``lib.cost.core_s``, one program per configuration) and left, at the step caps and expected
-    (``lib.grid.left_core_h``).
+    standard first, e.g. ``("6×1 ✓", "1×6 2/5")``: "✓" (all seeds recorded), "n/5" (some) or "·"
+    (none), the chunk pilot (a looped S5 model) marked "pilot" in S5's column; "" where the grid has
+    no such cell; plus the row's core-hours spent (records' ``lib.cost.core_s``, one program per
+    configuration) and left, at the step caps and expected (``lib.cost.left_h``, with the shares of
+    the cap the grid's own records stopped at).
 
     ``summary``: ``configurations``, ``done``, ``missing`` (counts), ``spent``, ``left``, ``expected``
     (core-hours, the table's column sums) and ``stops`` (SSM → the mean share of its cap its records'
