@@ -149,10 +149,14 @@ def test_the_tasks_and_the_local_ray_instance_stop_with_the_driver(tmp_path, sig
     ckpt = tmp_path / "ckpt"
     # the driver as started from a terminal: SIGINT at its default. A job started in the background
     # (``cmd &`` without job control, as when these tests run under ``nohup ... &``) inherits SIGINT
-    # ignored (POSIX), and then neither Ctrl-C nor ``kill -INT`` reaches it: stop such a grid with SIGTERM
-    p = subprocess.Popen([sys.executable, "-m", "lib.grid", *GRID, "--workers", "2", "--out", str(tmp_path / "g.jsonl")],
-                         cwd=REPO, env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    # ignored (POSIX), and then neither Ctrl-C nor ``kill -INT`` reaches it: stop such a grid with SIGTERM.
+    # A handler (not "ignore") in this process becomes the default in the child at exec.
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        p = subprocess.Popen([sys.executable, "-m", "lib.grid", *GRID, "--workers", "2", "--out", str(tmp_path / "g.jsonl")],
+                             cwd=REPO, env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    finally:
+        signal.signal(signal.SIGINT, old)
     try:
         t0 = time.time()
         while len(_task_pids(ckpt)) < 2 and time.time() - t0 < 120:
