@@ -49,12 +49,22 @@ def test_new_records_get_their_own_commit_and_nothing_else_is_swept_in(repo):
     assert r.returncode == 0, r.stderr
     subject = _git(repo, "log", "-1", "--format=%s")
     assert subject.startswith("records: budget-budget, 1 configuration(s): Libras lru 1×6 none (main): 88.00 ± 2.83")
-    assert "(2 seeds, 779 s, code 3a637ba)" in subject
+    assert "(2 seeds, 779 s, code 3a637ba)" in subject  # made before CPU seconds were counted: wall only
     files = set(_git(repo, "show", "--name-only", "--format=", "HEAD").split())
     assert files == {"data/results/budget-budget.jsonl", "data/params/budget/m.json"}
     assert _git(repo, "diff", "--cached", "--name-only").split() == ["other.txt"]  # still staged, not committed
     again = _run(repo)
     assert again.returncode == 0 and again.stdout.strip() == "nothing new"
+
+
+def test_the_message_gives_cpu_seconds_where_the_records_counted_them(repo):
+    f = repo / "data" / "results" / "budget-budget.jsonl"
+    with f.open("a") as fh:
+        for seed in (2, 3):
+            fh.write(json.dumps(_rec(seed, 0.9, dataset="ERing", wall_s=1264.3, cpu_s=579.3)) + "\n")
+    assert _run(repo).returncode == 0
+    assert "ERing lru 1×6 none (main): 90.00 ± 0.00 (2 seeds, 1264 s, 579 s CPU, code 3a637ba)" in \
+        _git(repo, "log", "-1", "--format=%s")
 
 
 def test_a_corrupt_results_line_commits_nothing(repo):

@@ -7,9 +7,10 @@ Run from the repository root while (or after) a grid trains into this checkout::
 
 The new records are the lines of each results file that its version at ``HEAD`` does not have. They
 are grouped by configuration, and the commit message names each one with its mean ± std test accuracy
-over seeds, its wall time and the commit its code came from, for example::
+over seeds, its wall time (and CPU time, where the records counted it) and the commit its code came
+from, for example::
 
-    records: budget-budget, 1 configuration(s): Libras lru 1×6 none (main): 88.80 ± 3.03 (5 seeds, 779 s, code 3a637ba)
+    records: budget-budget, 1 configuration(s): ERing s5 6×1 none (main): 96.44 ± 2.53 (5 seeds, 1264 s, 579 s CPU, code 8ed097d)
 
 Only the results files and ``--params`` folders are committed (``git commit --only``), so nothing
 else staged or edited in the checkout is swept into a records commit. Nothing new: exit 0, no commit.
@@ -52,12 +53,15 @@ def message(new: dict[str, list[dict]]) -> tuple[str, str]:
         spread = f" ± {statistics.stdev(acc):.2f}" if len(acc) > 1 else ""
         score = f"{statistics.mean(acc):.2f}{spread}" if acc else "no accuracy"
         wall = max((r.get("wall_s") or 0) for r in recs)
+        cpu = [r["cpu_s"] for r in recs if r.get("cpu_s") is not None]
+        cpu = f", {max(cpu):.0f} s CPU" if cpu else ""  # records made before CPU seconds were counted: none
         parts.append(f"{name} {ssm} {k}×{L} {inp} ({tag}): {score} ({len(recs)} seed{'s' * (len(recs) != 1)}, "
-                     f"{wall:.0f} s, code {code or '?'})")
+                     f"{wall:.0f} s{cpu}, code {code or '?'})")
     stems = ", ".join(sorted(new))
     subject = (f"records: {stems}, {len(groups)} configuration(s): " + "; ".join(parts[:3])
                + (f"; and {len(parts) - 3} more" if len(parts) > 3 else ""))
-    body = "\n".join(parts) + "\n\ntest %, mean ± std over seeds; wall seconds of the configuration's program"
+    body = ("\n".join(parts) + "\n\ntest %, mean ± std over seeds; wall seconds of the configuration's program "
+            "(and its CPU seconds, where the records counted them)")
     return subject, body
 
 
