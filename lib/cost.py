@@ -56,8 +56,8 @@ def input_length(spec) -> int:
 def core_s(record) -> float:
     """The core-seconds a record's program used: its ``cpu_s`` where the run counted it, else its
     ``wall_s`` (on a machine that ran other work beside it, wall time overstates the cost)."""
-    cpu = record.get("cpu_s")
-    return float(record["wall_s"] if cpu is None else cpu)
+    cpu = record.get("cpu_s")  # None, or NaN in a row of a table that mixes both kinds of record
+    return float(record["wall_s"] if cpu is None or cpu != cpu else cpu)
 
 
 #: the cost model reads an SSM's newest programs only: the code's speed changes (issue 18 halved it)

@@ -153,8 +153,9 @@ def budget_status(records, profile: str = "budget") -> tuple:
         for ssm in MAIN_SSMS:
             if ssm in row:
                 row[ssm] = tuple(text for _, text in sorted(row[ssm]))  # one model per line (viz.table)
-    df = pd.DataFrame(list(rows.values())).fillna("")
     sums = ["core-h spent", "core-h left (caps)", "core-h left (expected)"]
+    df = pd.DataFrame(list(rows.values()))
+    df = df.fillna({c: "" for c in df.columns if c not in sums})  # "": no such model; a sum stays a number
     cols = ["data set", "input"] + [c for c in MAIN_SSMS if c in df.columns] + sums
     summary = dict(configurations=len(specs), done=len(specs) - missing, missing=missing,
                    **{k: float(df[c].sum()) if len(df) else 0.0 for k, c in zip(("spent", "left", "expected"), sums)},

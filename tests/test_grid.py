@@ -383,6 +383,7 @@ def test_cost_model_reads_seconds_per_seed_step_from_the_records():
     busy = [dict(r, cpu_s=r["wall_s"], wall_s=1.5 * r["wall_s"]) for r in rec]
     assert G.cost_model(busy)[spec.ssm] == pytest.approx(b)
     assert G.core_s(busy[0]) == busy[0]["cpu_s"] and G.core_s(rec[0]) == rec[0]["wall_s"]
+    assert G.core_s(dict(rec[0], cpu_s=float("nan"))) == rec[0]["wall_s"]  # a table's empty cell
 
 
 def test_protocol_estimate_prices_a_grid_at_the_records_mean_steps():
@@ -513,6 +514,8 @@ def test_budget_status_plans_once_and_agrees_with_the_grid_cli():
     for r in recs:  # trained half their cap (a baseline record as template: give it a trained run's fields)
         r.update(steps=r["max_steps"] // 2, depth=r["blocks"] * r["loops"], seq_len=G.input_length(specs[0]),
                  wall_s=100.0, compile_s=1.0)
+    for r in recs[len(specs[0].seeds):]:  # one program counted its CPU seconds, the other did not (NaN in a table)
+        r["cpu_s"] = 50.0
     cov, st = G.budget_status(recs)
     plan = G.budget_grid("budget", records=recs)
     c = G.coverage(plan, recs)
@@ -523,6 +526,7 @@ def test_budget_status_plans_once_and_agrees_with_the_grid_cli():
     assert st["stops"] == stops == {specs[0].ssm: pytest.approx(0.5)}
     assert (st["left"], st["expected"]) == (pytest.approx(left), pytest.approx(expected))
     assert st["spent"] == pytest.approx(cov["core-h spent"].sum(), abs=0.005 * len(cov)) and 0 < st["expected"] < st["left"]
+    assert st["spent"] == pytest.approx((100.0 + 50.0) / 3600)  # CPU seconds where counted, else wall
     # budget records outside the grid (another tag: a control, a probe) change neither the shares nor the sums
     other = [dict(r, tag="another", steps=r["max_steps"]) for r in recs]
     assert G.budget_status(recs + other)[1] == st
