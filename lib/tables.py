@@ -14,6 +14,7 @@ from lib.datasets import DATASETS
 __all__ = ["NOT_RUN", "main_table", "chunk_timesteps", "budget_coverage", "budget_status", "capped_table", "capped_display", "reported_at", "truncation_gaps"]
 
 NOT_RUN = "not yet run"
+NBSP = "\u00a0"  # a no-break space: what it joins stays on one line of a table cell
 
 
 def _cell(d: "pd.DataFrame", n_seeds: int) -> dict:
@@ -111,7 +112,7 @@ def budget_status(records, profile: str = "budget") -> tuple:
     """The budget grid, planned once: ``(table, summary)``.
 
     ``table``: one row per data set × input, one column per SSM, each cell a tuple of its models,
-    standard first, e.g. ``("6×1 ✓", "1×6 2/5")``: "✓" (all seeds recorded), "n/5" (some) or "·"
+    standard first, e.g. ``("6×1 ✓", "1×6 2/5")`` (no-break spaces, ``NBSP``): "✓" (all seeds recorded), "n/5" (some) or "·"
     (none), the chunk pilot (a looped S5 model) marked "pilot" in S5's column; "" where the grid has
     no such cell; plus the row's core-hours spent (records' ``lib.cost.core_s``, one program per
     configuration) and left, at the step caps and expected (``lib.cost.left_h``, with the shares of
@@ -140,8 +141,8 @@ def budget_status(records, profile: str = "budget") -> tuple:
         seen = [have.get(R.training_key(s.training_fields(x))) for x in s.seeds]
         n = sum(r is not None for r in seen)
         mark = "✓" if n == len(s.seeds) else f"{n}/{len(s.seeds)}" if n else "·"
-        row.setdefault(s.ssm, []).append((-s.blocks, f"{s.blocks}×{s.loops} {mark}"
-                                          + (" pilot" if s.tag == PILOT_TAG else "")))
+        row.setdefault(s.ssm, []).append((-s.blocks, f"{s.blocks}×{s.loops}{NBSP}{mark}"  # a model is never
+                                          + (f"{NBSP}pilot" if s.tag == PILOT_TAG else "")))  # broken across lines
         if n:
             row["core-h spent"] += max(core_s(r) for r in seen if r is not None) / 3600
         if n < len(s.seeds):

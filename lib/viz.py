@@ -25,6 +25,7 @@ import html
 import itertools
 import json
 import os
+import re
 from pathlib import Path
 
 RENDERER = "book"
@@ -220,9 +221,15 @@ def _cell_texts(value) -> list[str]:
     return ["" if v is None else str(v) for v in items]
 
 
+def _words(text: str) -> list:
+    """``text``'s words where a browser may break a line: at ASCII white space only."""
+    return [w for w in re.split(r"[ \t\n\r\f\v]+", text) if w]
+
+
 def _min_width(header: str, cells) -> float:
-    """The narrowest a column can get in the browser: its longest unbreakable word (header or cell)."""
-    words = header.split() + [w for c in cells for t in _cell_texts(c) for w in t.split()]
+    """The narrowest a column can get in the browser: its longest unbreakable word (header or cell). A
+    no-break space (U+00A0) joins words, as in the browser: ``str.split()`` would break there."""
+    words = _words(header) + [w for c in cells for t in _cell_texts(c) for w in _words(t)]
     return _CELL_PX + _CHAR_PX * max((len(w) for w in words), default=0)
 
 

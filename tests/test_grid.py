@@ -495,15 +495,15 @@ def test_budget_coverage_marks_what_is_recorded():
     cov = G.budget_coverage(_budget_records(specs[:1]) + _budget_records(specs[1:])[:2])
     label = "none" if specs[0].reshape == "none" else f"{specs[0].reshape}/{specs[0].chunk}"
     row = cov[(cov["data set"] == specs[0].dataset) & (cov["input"] == label)].iloc[0]
-    assert row[specs[0].ssm] == ("6×1 ✓", "1×6 2/5")
+    assert row[specs[0].ssm] == ("6×1\u00a0✓", "1×6\u00a02/5")
     # a pilot is a looped S5 model: marked in S5's column, after the standard model it pairs with
     pilots = G.pilot_grid("budget", ["LSST"])
     recs = [r for p in pilots for r in _budget_records([p], val=0.9 if p.chunk == 2 else 0.5)]
     cov = G.budget_coverage(recs).set_index(["data set", "input"])
     assert "pilot" not in cov.columns
-    assert cov.loc[("LSST", "concat/2"), "s5"] == ("6×1 ·", "3×2 ·", "2×3 ·", "1×6 ✓ pilot")  # the chosen chunk: its comparisons
-    assert cov.loc[("LSST", "concat/3"), "s5"] == ("1×6 ✓ pilot",)
-    assert cov.loc[("LSST", "concat/2"), "lru"] == ("6×1 ·", "3×2 ·", "2×3 ·", "1×6 ·")
+    assert cov.loc[("LSST", "concat/2"), "s5"] == ("6×1\u00a0·", "3×2\u00a0·", "2×3\u00a0·", "1×6\u00a0✓\u00a0pilot")  # the chosen chunk: its comparisons
+    assert cov.loc[("LSST", "concat/3"), "s5"] == ("1×6\u00a0✓\u00a0pilot",)
+    assert cov.loc[("LSST", "concat/2"), "lru"] == ("6×1\u00a0·", "3×2\u00a0·", "2×3\u00a0·", "1×6\u00a0·")
 
 
 def test_budget_status_plans_once_and_agrees_with_the_grid_cli():

@@ -65,3 +65,10 @@ def test_a_table_prints_its_ssm_column_with_the_registry_labels():
     assert list(df["ssm"]) == ["linoss-im", "lru", "unknown"]  # the caller's frame is left as it was
     as_code = viz.table(df, code=["ssm"]).data  # the name to type: kept, as code
     assert "<th>ssm</th>" in as_code and "<code>linoss-im</code>" in as_code
+
+
+def test_a_no_break_space_keeps_words_together_in_the_width_estimate():
+    """``column_groups`` sizes a column by its longest unbreakable word; the browser does not break at a
+    no-break space, so neither may the estimate (``str.split`` would)."""
+    joined, spaced = viz._min_width("x", [("6×1\u00a0✓\u00a0pilot",)]), viz._min_width("x", [("6×1 ✓ pilot",)])
+    assert joined - spaced == pytest.approx(viz._CHAR_PX * (len("6×1 ✓ pilot") - len("pilot")))
