@@ -48,7 +48,7 @@ from lib.run import REPO, RunSpec, check_writable, run, strip_flag  # noqa: F401
 from lib.controls import controls_grid  # noqa: E402  (issue 21 §2: the controls grid)
 from lib import cost as _cost
 from lib.cost import B_PRIOR, OVERHEAD_S, core_s, cost_model, cost_s, input_length, left_h, stop_share  # noqa: F401  (one home: lib.cost)
-from lib.tables import NOT_RUN, budget_coverage, budget_status, chunk_timesteps, main_table  # noqa: F401  (one home: lib.tables)
+from lib.tables import NOT_RUN, budget_status, chunk_timesteps, main_table  # noqa: F401  (one home: lib.tables)
 
 
 #: the main grid's SSMs: the paper's four (``lib.ssm.SSMSpec.paper``)

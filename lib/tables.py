@@ -1,6 +1,6 @@
 """The book's tables of the grids, read from run records.
 
-The main table (``main_table``), the budget grid's coverage matrix (``budget_coverage``) and a chunk
+The main table (``main_table``), the budget grid's coverage matrix (``budget_status``) and a chunk
 read in timesteps (``chunk_timesteps``).
 ``lib.grid`` re-exports them; what a grid is, and which records are a grid's (``records_for``,
 ``coverage``), is ``lib.grid``'s.
@@ -11,7 +11,7 @@ from lib import results as R
 from lib.cost import core_s, cost_model, left_h, stop_share
 from lib.datasets import DATASETS
 
-__all__ = ["NOT_RUN", "main_table", "chunk_timesteps", "budget_coverage", "budget_status", "capped_table", "capped_display", "reported_at", "truncation_gaps"]
+__all__ = ["NOT_RUN", "main_table", "chunk_timesteps", "budget_status", "capped_table", "capped_display", "reported_at", "truncation_gaps"]
 
 NOT_RUN = "not yet run"
 NBSP = "\u00a0"  # a no-break space: what it joins stays on one line of a table cell
@@ -103,17 +103,12 @@ def chunk_timesteps(dataset: str, reshape: str, chunk: int) -> int:
     return int(chunk) // channels
 
 
-def budget_coverage(records, profile: str = "budget") -> "pd.DataFrame":
-    """The budget grid as a matrix (``budget_status``'s table)."""
-    return budget_status(records, profile)[0]
-
-
 def budget_status(records, profile: str = "budget") -> tuple:
     """The budget grid, planned once: ``(table, summary)``.
 
     ``table``: one row per data set × input, one column per SSM, each cell a tuple of its models,
-    standard first, e.g. ``("6×1 ✓", "1×6 2/5")`` (no-break spaces, ``NBSP``): "✓" (all seeds recorded), "n/5" (some) or "·"
-    (none), the chunk pilot (a looped S5 model) marked "pilot" in S5's column; "" where the grid has
+    standard first, e.g. ``("6×1 ✓", "1×6 2/5")`` (joined by no-break spaces, ``NBSP``): "✓" (all
+    seeds recorded), "n/5" (some) or "·" (none), the chunk pilot (a looped S5 model) marked "pilot" in S5's column; "" where the grid has
     no such cell; plus the row's core-hours spent (records' ``lib.cost.core_s``, one program per
     configuration) and left, at the step caps and expected (``lib.cost.left_h``, with the shares of
     the cap the grid's own records stopped at).
@@ -127,12 +122,12 @@ def budget_status(records, profile: str = "budget") -> tuple:
 
     recs = [r for r in _rows(records) if r.get("profile") == profile]
     specs = budget_grid(profile, records=recs)
-    got = records_for(specs, recs)
+    got = records_for(specs, recs).to_dict("records")  # the grid's own records
     have = {}
-    for r in got.to_dict("records"):
+    for r in got:
         have.setdefault(R.training_key(r), r)
     b = cost_model(list(R.iter_records(str(REPO / "data" / "results" / "*.jsonl"), validate=False)))
-    share = stop_share(got.to_dict("records"), profile)  # the grid's own records (as ``lib.grid.estimate_text``)
+    share = stop_share(got, profile)  # as ``lib.grid.estimate_text``
     rows, missing = {}, 0
     for s in specs:
         key = (s.dataset, "none" if s.reshape == "none" else f"{s.reshape}/{s.chunk}")

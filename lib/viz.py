@@ -223,7 +223,7 @@ def _cell_texts(value) -> list[str]:
 
 def _words(text: str) -> list:
     """``text``'s words where a browser may break a line: at ASCII white space only."""
-    return [w for w in re.split(r"[ \t\n\r\f\v]+", text) if w]
+    return re.findall(r"[^ \t\n\r\f\v]+", text)
 
 
 def _min_width(header: str, cells) -> float:

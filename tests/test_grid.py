@@ -492,14 +492,14 @@ def test_input_length_matches_the_pipeline():
 
 def test_budget_coverage_marks_what_is_recorded():
     specs = G.calibration_grid()[:2]
-    cov = G.budget_coverage(_budget_records(specs[:1]) + _budget_records(specs[1:])[:2])
+    cov = G.budget_status(_budget_records(specs[:1]) + _budget_records(specs[1:])[:2])[0]
     label = "none" if specs[0].reshape == "none" else f"{specs[0].reshape}/{specs[0].chunk}"
     row = cov[(cov["data set"] == specs[0].dataset) & (cov["input"] == label)].iloc[0]
     assert row[specs[0].ssm] == ("6×1\u00a0✓", "1×6\u00a02/5")
     # a pilot is a looped S5 model: marked in S5's column, after the standard model it pairs with
     pilots = G.pilot_grid("budget", ["LSST"])
     recs = [r for p in pilots for r in _budget_records([p], val=0.9 if p.chunk == 2 else 0.5)]
-    cov = G.budget_coverage(recs).set_index(["data set", "input"])
+    cov = G.budget_status(recs)[0].set_index(["data set", "input"])
     assert "pilot" not in cov.columns
     assert cov.loc[("LSST", "concat/2"), "s5"] == ("6×1\u00a0·", "3×2\u00a0·", "2×3\u00a0·", "1×6\u00a0✓\u00a0pilot")  # the chosen chunk: its comparisons
     assert cov.loc[("LSST", "concat/3"), "s5"] == ("1×6\u00a0✓\u00a0pilot",)

@@ -53,8 +53,8 @@ def message(new: dict[str, list[dict]]) -> tuple[str, str]:
         spread = f" ± {statistics.stdev(acc):.2f}" if len(acc) > 1 else ""
         score = f"{statistics.mean(acc):.2f}{spread}" if acc else "no accuracy"
         wall = max((r.get("wall_s") or 0) for r in recs)
-        cpu = [r["cpu_s"] for r in recs if r.get("cpu_s") is not None]
-        cpu = f", {max(cpu):.0f} s CPU" if cpu else ""  # records made before CPU seconds were counted: none
+        counted = [r["cpu_s"] for r in recs if r.get("cpu_s") is not None]
+        cpu = f", {max(counted):.0f} s CPU" if counted else ""  # records made before CPU seconds were counted: none
         parts.append(f"{name} {ssm} {k}×{L} {inp} ({tag}): {score} ({len(recs)} seed{'s' * (len(recs) != 1)}, "
                      f"{wall:.0f} s{cpu}, code {code or '?'})")
     stems = ", ".join(sorted(new))
