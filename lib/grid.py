@@ -335,10 +335,13 @@ def _cost_state(specs, out, recs=None):
 
 def estimate_text(specs, out, *, state=None) -> str:
     """The grid's cost: configurations done and core-hours spent on them (their records' ``core_s``;
-    with ``--datasets``/``--ssms`` only the selected configurations count), and the core-hours left at the step caps (``cost_s``, seconds per seed-step fitted on the records).
+    with ``--datasets``/``--ssms`` only the selected configurations count), and the core-hours left:
+    at most (every configuration left runs to its step caps: ``cost_s``, seconds per seed-step fitted
+    on the records) and expected (each SSM's seeds stop at the mean share of their caps its records
+    stopped at: ``left_core_h``).
     ``state``: ``_cost_state(specs, out)``, where the caller has it already."""
     recs, b, cov = state or _cost_state(specs, out)
-    mine = records_for(specs, recs).to_dict("records") if recs else []  # these configurations' records only
+    mine = grid_records(specs, recs) if recs else []  # these configurations' records only
     spent = sum({(r["command"], r["created"], r["wall_s"]): core_s(r) for r in mine}.values()) / 3600
     left, expected, share = left_core_h(cov["missing"], b, mine, specs[0].profile if specs else "budget")
     return (f"cost: {len(cov['done'])} of {len(specs)} configurations done ({spent:.1f} core-h spent); "
@@ -417,18 +420,16 @@ def main_trainings(records) -> set:
     return set(_shared_index(_rows(records)))
 
 
-def records_for(specs, records) -> "pd.DataFrame":
+def grid_records(specs, records) -> list:
     """The records (a DataFrame or an iterable of records) of ``specs`` (a grid), one per
-    configuration and seed, as that grid sees them.
+    configuration and seed, as that grid sees them: a list of dicts.
 
     A record counts when it has the spec's ``record_key``, or, failing that, when it is a main-grid
     record of the same training (``lib.results.training_key``): the widget grid's looped 1×6 cells
     and the lr grid's default-rate cells are main-grid configurations, trained once. Such a record
-    comes with the spec's ``tag`` and keeps its own in ``recorded_tag``; nothing else changes."""
-    import pandas as pd
-
-    df = records if isinstance(records, pd.DataFrame) else pd.DataFrame(list(records))
-    rows = _rows(df)
+    comes with the spec's ``tag`` and keeps its own in ``recorded_tag``; nothing else changes (records
+    given as dicts are not passed through a table, so a field one record lacks stays absent, not NaN)."""
+    rows = _rows(records)
     own = {}
     for i, r in enumerate(rows):
         own.setdefault(R.record_key(r), i)
@@ -442,7 +443,16 @@ def records_for(specs, records) -> "pd.DataFrame":
             if i is not None:
                 first_tag = rows[i].get("recorded_tag", rows[i]["tag"])
                 picked.append(dict(rows[i], tag=spec.tag, recorded_tag=first_tag))
-    return pd.DataFrame(picked, columns=list(dict.fromkeys([*df.columns, "recorded_tag"])))
+    return picked
+
+
+def records_for(specs, records) -> "pd.DataFrame":
+    """``grid_records`` as a DataFrame (the columns of ``records``, then ``recorded_tag``)."""
+    import pandas as pd
+
+    rows = _rows(records)
+    cols = records.columns if isinstance(records, pd.DataFrame) else [k for r in rows for k in r]
+    return pd.DataFrame(grid_records(specs, rows), columns=list(dict.fromkeys([*cols, "recorded_tag"])))
 
 
 def coverage(specs, records) -> dict:
@@ -451,7 +461,7 @@ def coverage(specs, records) -> dict:
     A configuration is done when every one of its seeds has a record (its own, or the main grid's
     record of the same training: ``records_for``). Returns ``done`` and ``missing`` (lists of specs,
     in grid order) and ``runs`` / ``runs_total`` (seeds recorded / asked)."""
-    have = {R.record_key(r) for r in records_for(specs, records).to_dict("records")}
+    have = {R.record_key(r) for r in grid_records(specs, records)}
     done, missing_, runs, total = [], [], 0, 0
     for spec in specs:
         n = sum(R.record_key(spec.key_fields(s)) in have for s in spec.seeds)

@@ -118,11 +118,11 @@ def budget_status(records, profile: str = "budget") -> tuple:
     seeds stopped at, ``lib.cost.stop_share``)."""
     import pandas as pd
 
-    from lib.grid import MAIN_SSMS, PILOT_TAG, REPO, _rows, budget_grid, records_for
+    from lib.grid import MAIN_SSMS, PILOT_TAG, REPO, _rows, budget_grid, grid_records
 
     recs = [r for r in _rows(records) if r.get("profile") == profile]
     specs = budget_grid(profile, records=recs)
-    got = records_for(specs, recs).to_dict("records")  # the grid's own records
+    got = grid_records(specs, recs)  # the grid's own records
     have = {}
     for r in got:
         have.setdefault(R.training_key(r), r)

@@ -260,6 +260,21 @@ def test_records_for_reads_a_main_grid_training_as_the_widget_cell_it_also_is():
     assert list(again.columns).count("recorded_tag") == 1 and set(again["recorded_tag"]) == {"main"}
 
 
+def test_grid_records_keep_a_field_one_record_lacks_absent_not_nan():
+    # records given as dicts are not passed through a table: a record without ``cpu_s`` (made from an
+    # older checkpoint) stays without it beside one that has it, and keeps its other fields as read
+    template = json.loads((REPO / "data/results/baseline.jsonl").read_text().splitlines()[0])
+    template.pop("cpu_s", None)
+    spec = G.main_grid("full", ["SelfRegulationSCP1"], ["s5"])[0]
+    recs = _as_records(spec, template, test_acc=0.9)
+    recs[0] = dict(recs[0], cpu_s=12.5)
+    got = G.grid_records([spec], recs)
+    assert len(got) == 5 and got[0]["cpu_s"] == 12.5 and all("cpu_s" not in r for r in got[1:])
+    assert all(r["recorded_tag"] == r["tag"] == spec.tag for r in got)
+    frame = G.records_for([spec], recs)  # the table of the same records: NaN where a field is absent
+    assert frame["cpu_s"].isna().sum() == 4 and list(frame.columns)[-1] == "recorded_tag"
+
+
 def test_the_lr_grid_reads_its_default_rate_cells_from_the_main_grid():
     template = json.loads((REPO / "data/results/baseline.jsonl").read_text().splitlines()[0])
     standard = G.main_grid("full", ["SelfRegulationSCP1"], ["s5"])[0]
