@@ -327,14 +327,29 @@ def verdict_grid(cells: dict, rows, columns, *, row_labels: dict | None = None, 
             verdict, lines = cells.get((r, c), ("not yet run", []))
             bg, fg = VERDICT_COLOURS.get(verdict.split(" (")[0], ("#ffffff", "#000000"))
             text = "<br>".join([f"<strong>{html.escape(verdict)}</strong>"]
-                               + [f"<small>{html.escape(str(x))}</small>" for x in lines])
-            tds.append(f'<td style="background:{bg};color:{fg};vertical-align:top;overflow-wrap:anywhere">{text}</td>')
+                               + [f"<small>{_camel_breaks(html.escape(str(x)))}</small>" for x in lines])
+            tds.append(f'<td style="background:{bg};color:{fg};vertical-align:top;overflow-wrap:break-word">{text}</td>')
         body.append("<tr>" + "".join(tds) + "</tr>")
     cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
-    # fixed layout at the column's width: long data-set names wrap inside their cell instead of
-    # pushing the grid past the text column
+    # fixed layout at the column's width, the row labels' column narrower than the verdicts': long
+    # data-set names wrap inside their cell (at a comma, else between the words of a CamelCase name)
+    # instead of pushing the grid past the text column
+    first = 16
+    cols = f'<col style="width:{first}%">' + f'<col style="width:{(100 - first) / len(columns):.2f}%">' * len(columns)
     return HTML(f'<table class="table book-table verdict-grid" style="table-layout:fixed;width:100%">{cap}'
-                f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
+                f"<colgroup>{cols}</colgroup><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
+
+
+def _camel_breaks(text: str) -> str:
+    """``text`` (HTML-escaped) with each CamelCase name kept on one line where it fits its cell, and
+    broken only between its words where it does not: the name is an inline block (lines break
+    between names first) with a ``<wbr>`` between its words ("UWave<wbr>Gesture<wbr>Library"),
+    never between any two letters."""
+    def one(m):
+        word = m.group(0)
+        return (f'<span style="display:inline-block">{re.sub(r"(?<=[a-z])(?=[A-Z])", "<wbr>", word)}</span>'
+                if re.search(r"[a-z][A-Z]", word) else word)
+    return re.sub(r"[^\s<>]+", one, text)
 
 
 def ssm_label_expr() -> str:

@@ -72,3 +72,15 @@ def test_a_no_break_space_keeps_words_together_in_the_width_estimate():
     no-break space, so neither may the estimate (``str.split`` would)."""
     joined, spaced = viz._min_width("x", [("6×1\u00a0✓\u00a0pilot",)]), viz._min_width("x", [("6×1 ✓ pilot",)])
     assert joined - spaced == pytest.approx(viz._CHAR_PX * (len("6×1 ✓ pilot") - len("pilot")))
+
+
+def test_the_verdict_grid_breaks_a_long_name_between_its_words_never_between_letters():
+    """Set names are inline blocks (a line breaks between names first) with a ``<wbr>`` between the
+    words of a CamelCase name; nothing lets the browser break between any two letters."""
+    cells = {("C1", "S5"): ("holds", ["2 sets: SelfRegulationSCP1, ERing <b>"])}
+    out = viz.verdict_grid(cells, ["C1"], ["S5", "LRU"], caption="c").data
+    assert ('<span style="display:inline-block">Self<wbr>Regulation<wbr>SCP1,</span> ERing &lt;b&gt;' in out)
+    assert "anywhere" not in out and "overflow-wrap:break-word" in out
+    assert "not yet run" in out  # the LRU cell, which has no entry
+    widths = [float(w) for w in __import__("re").findall(r'<col style="width:([\d.]+)%">', out)]
+    assert len(widths) == 3 and sum(widths) == pytest.approx(100, abs=0.02) and widths[0] < widths[1]
