@@ -2,7 +2,7 @@
 
     python -m lib.grid --profile smoke|full [--grid main|widget|lr] [--datasets ...] [--ssms ...]
                        [--out FILE] [--workers N] [--address ADDR] [--launcher ray|local]
-                       [--shard I/N] [--budget-min M] [--dry-run]
+                       [--shard I/N] [--budget-min M] [--finish-within M] [--dry-run]
 
 ``main``  — the reproduction table: standard (blocks 6 × loops 1) vs looped (1 × 6) for every SSM,
             plus 2 × 3 and 3 × 2 for s5 and lru; no reshaping vs the data set's reshaping with the
@@ -30,6 +30,9 @@ configuration keeps its progress in a checkpoint, and rerunning the same command
 stopped. ``--shard I/N`` runs every N-th configuration starting at the I-th (0-based: one slice per
 machine without a cluster, merged afterwards with ``lib.results merge``), and ``--budget-min M``
 stops after M minutes: the configurations in progress are checkpointed at their last evaluation.
+``--finish-within M`` starts only the configurations left that end, at their step caps, within M
+minutes on the workers at hand (``fits_within``; the rest wait for the next run), and stops at M
+minutes as ``--budget-min`` does: for a machine that goes away at a known time, checkpoints and all.
 """
 from __future__ import annotations
 
@@ -361,6 +364,23 @@ def left_core_h(missing, b: dict, records, profile: str) -> tuple:
     return sum(c for c, _ in both), sum(e for _, e in both), {k: share[k] for k in sorted(share)}
 
 
+def fits_within(missing, b: dict, minutes: float, workers: int) -> list:
+    """The configurations of ``missing`` (in plan order) that end within ``minutes`` on ``workers``
+    cores, one configuration per core, each at its step cap (``cost_s``: core-seconds on an idle core,
+    the bound, not the expectation): list scheduling in plan order, each configuration on the core
+    that is free first, skipped where it would end after ``minutes`` (a shorter one later may still fit).
+    Progress a configuration already holds in a checkpoint is not counted: the bound stays a bound."""
+    if not minutes > 0 or workers < 1:
+        raise ValueError(f"minutes must be > 0 and workers >= 1, got {minutes!r}, {workers!r}")
+    free, chosen = [0.0] * workers, []
+    for spec in missing:
+        w = min(range(workers), key=free.__getitem__)
+        end = free[w] + cost_s(spec, b)
+        if end <= 60 * minutes:
+            free[w], chosen = end, chosen + [spec]
+    return chosen
+
+
 def dry_run_lines(specs, out, *, state=None) -> list:
     """``--dry-run``: each configuration's command, in the order it would run, with what is known of
     it: ``# recorded`` (every seed has a record in ``out``) or ``# left: ≤ X core-h`` (its cost at the
@@ -392,8 +412,18 @@ def _planned(specs, a, out, shard, ran):
             yield s
         if a.grid != "budget":
             return
-        fresh = GRIDS[a.grid](a.profile, a.datasets, a.ssms)
-        specs = fresh[shard[0]::shard[1]]
+        specs = replan(a, shard)
+
+
+def replan(a, shard) -> list:
+    """The grid of ``a`` (the parsed command line) made again, as ``main`` first made it (a budget
+    grid's chunk pilots may have chosen chunks since): the configurations whose data are here, the
+    shard's slice and, under ``--finish-within``, only those it chose (``a.keep``)."""
+    specs = GRIDS[a.grid](a.profile, a.datasets, a.ssms)
+    have = set(_available({s.dataset for s in specs}))
+    specs = [s for s in specs if s.dataset in have][shard[0]::shard[1]]
+    keep = getattr(a, "keep", None)
+    return specs if keep is None else [s for s in specs if s in keep]
 
 
 GRIDS = {"main": main_grid, "lr": lr_grid, "widget": widget_grid, "budget": budget_grid, "controls": controls_grid}
@@ -530,6 +560,9 @@ def main(argv=None) -> int:
     p.add_argument("--budget-min", type=float, default=None, metavar="M",
                    help="stop after M minutes: the configurations in progress are checkpointed at their last "
                         "evaluation (rerun the same command to go on)")
+    p.add_argument("--finish-within", type=float, default=None, metavar="M",
+                   help="start only the configurations that end within M minutes at their step caps on the "
+                        "workers at hand (the rest wait for the next run), and stop at M minutes as --budget-min")
     p.add_argument("--dry-run", action="store_true", help="list the configurations and exit")
     argv = list(sys.argv[1:] if argv is None else argv)
     a = p.parse_args(argv)
@@ -537,9 +570,12 @@ def main(argv=None) -> int:
         if value is not None and value < 1:
             print(f"error: {flag} must be >= 1, got {value}", file=sys.stderr)
             return 2
-    if a.budget_min is not None and not a.budget_min > 0:
-        print(f"error: --budget-min must be > 0, got {a.budget_min}", file=sys.stderr)
-        return 2
+    for flag, value in (("--budget-min", a.budget_min), ("--finish-within", a.finish_within)):
+        if value is not None and not value > 0:
+            print(f"error: {flag} must be > 0, got {value}", file=sys.stderr)
+            return 2
+    if a.finish_within is not None and a.budget_min is None:
+        a.budget_min = a.finish_within  # nothing runs past it
     if a.launcher == "local" and (a.address or a.workers not in (None, 1)):
         print("error: --address and --workers N > 1 need --launcher ray", file=sys.stderr)
         return 2
@@ -576,17 +612,26 @@ def main(argv=None) -> int:
         specs = specs[shard[0]::shard[1]]
     where = f" (shard {shard[0]}/{shard[1]})" if shard != (0, 1) else ""
     try:  # the cost model reads every committed record too: a corrupt one is one clear error, before anything runs
-        state = _cost_state(specs, out, recs) if a.grid == "budget" or a.dry_run else None
+        state = (_cost_state(specs, out, recs)
+                 if a.grid == "budget" or a.dry_run or a.finish_within is not None else None)
         estimate = estimate_text(specs, out, state=state) if a.grid == "budget" else None
-        listing = dry_run_lines(specs, out, state=state) if a.dry_run else None
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"{len(specs)} configurations x seeds -> {out}{where}", flush=True)
     if estimate:
         print(estimate, flush=True)
+    if a.finish_within is not None:
+        _, b, cov = state
+        workers = 1 if a.launcher == "local" else (a.workers or os.cpu_count() or 1)
+        chosen = fits_within(cov["missing"], b, a.finish_within, workers)
+        print(f"finish within {a.finish_within:g} min on {workers} worker(s): {len(chosen)} of "
+              f"{len(cov['missing'])} configurations left end by then at their step caps"
+              + "".join(f"\n  {s.label()}" for s in chosen), flush=True)
+        a.keep = set(chosen)  # and when the budget grid is planned again (``replan``)
+        specs = [s for s in specs if s in a.keep or s in cov["done"]]
     if a.dry_run:
-        print("\n".join(listing))
+        print("\n".join(dry_run_lines(specs, out, state=state)))
         return 0
     from lib.launch import run_local, run_ray
 

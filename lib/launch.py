@@ -214,8 +214,8 @@ class _Plan:
         shared = all(G.R.training_key(spec.training_fields(x)) in self.trained for x in spec.seeds)
         status = (" ".join(f"{r['test_acc'] * 100:.1f}" for r in recs) if recs else
                   "skipped (the main grid's records hold this training)" if shared else "skipped (recorded)")
-        print(f"[{i}/{len(self.specs)}{self.where} {time.perf_counter() - self.t0:.0f}s] {spec.dataset} {spec.ssm} "
-              f"{spec.blocks}x{spec.loops} {spec.reshape}/{spec.chunk} lr={spec.train_config().lr:g}: {status}",
+        print(f"[{i}/{len(self.specs)}{self.where} {time.perf_counter() - self.t0:.0f}s] {spec.label()} "
+              f"lr={spec.train_config().lr:g}: {status}",
               flush=True)
 
     def budget_reached(self, what: str = "") -> int:
@@ -247,8 +247,7 @@ def run_local(specs, a, out, shard, where) -> int:
             print(INTERRUPTED, file=sys.stderr)
             return 130
         except Interrupted as e:
-            return plan.budget_reached(f"{spec.dataset} {spec.ssm} {spec.blocks}x{spec.loops} "
-                                       f"{spec.reshape}/{spec.chunk} {e}; ")
+            return plan.budget_reached(f"{spec.label()} {e}; ")
         plan.report(i, spec, recs)
     return 0
 
@@ -295,8 +294,7 @@ def run_ray(specs, a, out, shard, where) -> int:
             def on_result(spec, result):
                 counter[0] += 1
                 if "interrupted" in result:
-                    stopped.append(f"{spec.dataset} {spec.ssm} {spec.blocks}x{spec.loops} "
-                                   f"{spec.reshape}/{spec.chunk} {result['interrupted']}")
+                    stopped.append(f"{spec.label()} {result['interrupted']}")
                     return
                 G.R.append_records(out, result["records"])  # the one writer
                 folder = plan.save_folder(spec)
@@ -316,9 +314,7 @@ def run_ray(specs, a, out, shard, where) -> int:
             launcher.run_round(batch, submit_kw=submit_kw, on_result=on_result, on_error=on_error, stop=stop)
             if a.grid != "budget" or stopped or stop():
                 break
-            specs = G.GRIDS[a.grid](a.profile, a.datasets, a.ssms)
-            specs = [s for s in specs if s.dataset in set(G._available({s.dataset for s in specs}))]
-            specs = specs[shard[0]::shard[1]]
+            specs = G.replan(a, shard)
             plan.specs = specs
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the tasks stop with the Ray instance; checkpoints hold them
         print(INTERRUPTED, file=sys.stderr)

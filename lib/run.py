@@ -159,6 +159,10 @@ class _RunSpecMethods:
         training keys train the same model)."""
         return self.key_fields(seed)
 
+    def label(self) -> str:
+        """The configuration in a few words, as progress lines print it: "NATOPS s5 1x6 rechunk/72"."""
+        return f"{self.dataset} {self.ssm} {self.blocks}x{self.loops} {self.reshape}/{self.chunk}"
+
     def command(self, out: str | None = None) -> str:
         """The ``python -m lib.run`` command line that runs exactly this configuration: every field of
         ``RUN_FIELDS`` in its order, where it differs from its default."""

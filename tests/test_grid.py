@@ -50,6 +50,7 @@ def test_shards_partition_the_grid(tmp_path):
     (["--per-gpu", "0"], "--per-gpu must be >= 1"),
     (["--launcher", "local", "--workers", "2"], "need --launcher ray"),
     (["--budget-min", "0"], "--budget-min must be > 0"),
+    (["--finish-within", "-5"], "--finish-within must be > 0"),
     (["--datasets", "NoSuchSet"], "unknown data set"),
 ])
 def test_bad_grid_arguments_give_one_clear_error(tmp_path, args, message):
@@ -622,3 +623,35 @@ def test_a_corrupt_results_file_is_one_clear_error_before_anything_runs(tmp_path
     assert r.stderr.count("error") == 1 and f"{out}:2: not valid JSON" in r.stderr
     assert "Traceback" not in r.stderr and "configurations x seeds" not in r.stdout
     assert out.read_bytes() == before
+
+
+def test_finish_within_starts_only_what_ends_in_time_on_the_cores_at_hand(monkeypatch):
+    """List scheduling in plan order at the step caps: a configuration that would end late is skipped,
+    and a shorter one after it may still fit; more cores fit more."""
+    specs = [s for s in G.calibration_grid() if s.dataset == "NATOPS"]
+    cost = {s: c for s, c in zip(specs, [30, 30, 50, 20, 10, 70] + [999] * (len(specs) - 6))}  # minutes
+    monkeypatch.setattr(G, "cost_s", lambda spec, b: 60 * cost[spec])
+    assert G.fits_within(specs, {}, 60, 1) == [specs[0], specs[1]]  # 30 + 30; then none fits what is left
+    assert G.fits_within(specs, {}, 60, 2) == [specs[0], specs[1], specs[3], specs[4]]  # 50 no longer fits
+    assert G.fits_within(specs, {}, 100, 2) == specs[:5]
+    assert G.fits_within(specs, {}, 5, 4) == []
+    with pytest.raises(ValueError, match="minutes must be > 0"):
+        G.fits_within(specs, {}, 0, 2)
+
+
+def test_finish_within_lists_its_choice_and_keeps_it_when_the_grid_is_planned_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("LOOPED_SSM_RESULTS_DIR", str(tmp_path))  # no records: every configuration is left
+    r = _cli("--grid", "budget", "--profile", "budget", "--datasets", "NATOPS", "--workers", "2",
+             "--finish-within", "30", "--dry-run", timeout=120)
+    assert r.returncode == 0, r.stderr
+    head = r.stdout.split("finish within 30 min on 2 worker(s): ")[1]
+    chosen, of = int(head.split()[0]), int(head.split()[2])
+    listed = _listed(r.stdout)
+    assert 0 < chosen == len(listed) < of  # some fit, not all
+    assert all(float(l.split("≤ ")[1].split()[0]) <= 0.5 for l in listed)  # at most 30 min (0.5 core-h) each
+    from types import SimpleNamespace
+
+    a = SimpleNamespace(grid="budget", profile="budget", datasets=["NATOPS"], ssms=None)
+    whole = G.replan(a, (0, 1))
+    a.keep = set(whole[:2])
+    assert G.replan(a, (0, 1)) == whole[:2] and G.replan(a, (1, 2)) == whole[1:2]
