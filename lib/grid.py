@@ -344,7 +344,7 @@ def estimate_text(specs, out, *, state=None) -> str:
     stopped at: ``left_core_h``).
     ``state``: ``_cost_state(specs, out)``, where the caller has it already."""
     recs, b, cov = state or _cost_state(specs, out)
-    mine = grid_records(specs, recs) if recs else []  # these configurations' records only
+    mine = grid_records(specs, recs)  # these configurations' records only
     spent = sum({(r["command"], r["created"], r["wall_s"]): core_s(r) for r in mine}.values()) / 3600
     left, expected, share = left_core_h(cov["missing"], b, mine, specs[0].profile if specs else "budget")
     return (f"cost: {len(cov['done'])} of {len(specs)} configurations done ({spent:.1f} core-h spent); "
@@ -377,7 +377,8 @@ def fits_within(missing, b: dict, minutes: float, workers: int) -> list:
         w = min(range(workers), key=free.__getitem__)
         end = free[w] + cost_s(spec, b)
         if end <= 60 * minutes:
-            free[w], chosen = end, chosen + [spec]
+            free[w] = end
+            chosen.append(spec)
     return chosen
 
 
