@@ -1,9 +1,11 @@
-"""tools/commit_records.py: the grid's new records go into their own commit, named by what they hold."""
+"""tools/commit_records.py: the grid's new records go into their own commit, named by what they hold;
+tools/carry.py: checkpoints of configurations in flight go across a session's end."""
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 TOOL = Path(__file__).resolve().parents[1] / "tools" / "commit_records.py"
@@ -75,3 +77,65 @@ def test_a_corrupt_results_line_commits_nothing(repo):
     r = _run(repo)
     assert r.returncode == 2 and r.stderr.startswith("error:") and "Traceback" not in r.stderr
     assert _git(repo, "rev-parse", "HEAD") == head
+
+
+# ---- tools/carry.py: checkpoints of configurations in flight, across a session's end ----------------
+CARRY = TOOL.with_name("carry.py")
+
+
+def _ckpt(path, step, cpu_s=100.0):
+    from lib.store import save_checkpoint
+
+    save_checkpoint(path, dict(step=step, seed_steps=5 * step, wall_s=2 * cpu_s, cpu_s=cpu_s),
+                    state=[np.full(3, step, np.float32)])
+
+
+def _carry(cwd, *args, ckpt):
+    return subprocess.run([sys.executable, str(CARRY), *args, "--ckpt", str(ckpt)], cwd=cwd,
+                          capture_output=True, text=True)
+
+
+def test_carry_saves_restores_and_never_goes_back_in_steps(repo, tmp_path_factory):
+    ckpt = tmp_path_factory.mktemp("ckpt")
+    _ckpt(ckpt / "SCP1_lrcssm_b6x1_none1_budget_aa.npz", 1250)
+    _ckpt(ckpt / "SCP1_lrcssm_b1x6_none1_budget_bb.npz", 500)
+    (repo / "other.txt").write_text("work in progress\n")
+    _git(repo, "add", "other.txt")  # staged, unrelated: stays out of the carry commit
+    r = _carry(repo, "save", ckpt=ckpt)
+    assert r.returncode == 0, r.stderr
+    assert _git(repo, "log", "-1", "--format=%s").strip() == ("carry: 2 checkpoint(s) in flight: SCP1_lrcssm_b1x6_none1_budget "
+                                                      "step 500; SCP1_lrcssm_b6x1_none1_budget step 1250")
+    files = set(_git(repo, "show", "--name-only", "--format=", "HEAD").split())
+    assert files == {"data/carry/README.md", "data/carry/ckpt/SCP1_lrcssm_b6x1_none1_budget_aa.npz",
+                     "data/carry/ckpt/SCP1_lrcssm_b1x6_none1_budget_bb.npz"}
+    assert "| `SCP1_lrcssm_b6x1_none1_budget_aa.npz` | 1250 | 6250 | 100 |" in (repo / "data/carry/README.md").read_text()
+    assert _git(repo, "diff", "--cached", "--name-only").split() == ["other.txt"]
+
+    new = tmp_path_factory.mktemp("new_machine")
+    _ckpt(new / "SCP1_lrcssm_b1x6_none1_budget_bb.npz", 750)  # further along than the carried one: kept
+    r = _carry(repo, "restore", ckpt=new)
+    assert r.returncode == 0, r.stderr
+    from lib.store import load_checkpoint
+
+    assert load_checkpoint(new / "SCP1_lrcssm_b6x1_none1_budget_aa.npz")[0]["step"] == 1250
+    assert load_checkpoint(new / "SCP1_lrcssm_b1x6_none1_budget_bb.npz")[0]["step"] == 750
+    assert not (repo / "data" / "carry").exists()
+    assert _git(repo, "log", "-1", "--format=%s").startswith("carry: 2 checkpoint(s) restored")
+    assert "data/carry" not in _git(repo, "ls-files")
+    assert _carry(repo, "restore", ckpt=new).stdout.strip() == "nothing to restore"
+
+
+def test_carry_save_drops_finished_configurations_and_a_corrupt_checkpoint_commits_nothing(repo, tmp_path_factory):
+    ckpt = tmp_path_factory.mktemp("ckpt")
+    _ckpt(ckpt / "a.npz", 250)
+    _ckpt(ckpt / "b.npz", 250)
+    assert _carry(repo, "save", ckpt=ckpt).returncode == 0
+    (ckpt / "a.npz").unlink()  # finished: lib.run removed its checkpoint
+    assert _carry(repo, "save", ckpt=ckpt).returncode == 0
+    assert sorted(p.name for p in (repo / "data/carry/ckpt").iterdir()) == ["b.npz"]
+    assert "a.npz" not in _git(repo, "ls-files")
+    (ckpt / "c.npz").write_bytes(b"not a zip")
+    head = _git(repo, "rev-parse", "HEAD")
+    r = _carry(repo, "save", ckpt=ckpt)
+    assert r.returncode == 2 and r.stderr.startswith("error:") and "c.npz" in r.stderr and "Traceback" not in r.stderr
+    assert _git(repo, "rev-parse", "HEAD") == head and not _git(repo, "status", "--porcelain", "data/carry")
