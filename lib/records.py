@@ -39,7 +39,7 @@ from lib.schema import (  # noqa: F401  (used below)
     FIELDS, KEY_FIELDS, VERSION_KEYS, normalize_record, record_key, validate_record, with_key_columns)
 from lib.schema import __all__ as _schema_all
 
-__all__ = [*_schema_all, "append_records", "read_records", "iter_records", "as_rows", "done_keys", "missing", "merge"]
+__all__ = [*_schema_all, "append_records", "read_records", "records_frame", "iter_records", "as_rows", "done_keys", "missing", "merge"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -211,8 +211,13 @@ def read_records(path_or_glob, *, validate: bool = True) -> pd.DataFrame:
     ``FIELDS`` order (``versions`` flattened to ``versions_<name>``) then any extra fields. A
     missing file gives an empty frame with those columns; a corrupt or invalid line raises
     ``ValueError`` naming ``file:line``."""
+    return records_frame(iter_records(path_or_glob, validate=validate))
+
+
+def records_frame(records) -> pd.DataFrame:
+    """Records already read (``iter_records``) as ``read_records``'s DataFrame."""
     rows = []
-    for rec in iter_records(path_or_glob, validate=validate):
+    for rec in records:
         row = {k: v for k, v in rec.items() if k != "versions"}
         for k, v in (rec.get("versions") or {}).items():
             row[f"versions_{k}"] = v

@@ -33,11 +33,6 @@ def _git(*args, check=True) -> str:
     return subprocess.run(["git", *args], capture_output=True, text=True, check=check).stdout
 
 
-def checkpoint_dir() -> Path:
-    """The checkpoint folder: ``$LOOPED_SSM_CKPT_DIR``, else ``.ckpt`` (``lib.run.checkpoint_dir``)."""
-    return Path(os.environ.get("LOOPED_SSM_CKPT_DIR") or ".ckpt")
-
-
 def progress(path: Path) -> dict:
     """``{"step", "seed_steps", "cpu_s", "wall_s"}`` of a checkpoint; ValueError naming it if unreadable."""
     from lib.store import load_checkpoint
@@ -105,8 +100,9 @@ def restore(ckpt: Path, commit: bool) -> int:
     for f in carried:  # all read before anything is copied
         here = ckpt / f.name
         p = progress(f)
-        if here.exists() and progress(here)["step"] >= p["step"]:
-            print(f"kept {here} (step {progress(here)['step']} >= carried step {p['step']})")
+        mine = progress(here)["step"] if here.exists() else -1
+        if mine >= p["step"]:
+            print(f"kept {here} (step {mine} >= carried step {p['step']})")
             continue
         plan.append((f, here, p))
     ckpt.mkdir(parents=True, exist_ok=True)
@@ -126,6 +122,8 @@ def main(argv=None) -> int:
     p.add_argument("--ckpt", type=Path, default=None, help="the checkpoint folder (default: $LOOPED_SSM_CKPT_DIR or .ckpt)")
     p.add_argument("--no-commit", action="store_true", help="copy only; commit nothing")
     a = p.parse_args(argv)
+    from lib.run import checkpoint_dir  # one home for the default folder
+
     ckpt = a.ckpt or checkpoint_dir()
     try:
         return (save if a.action == "save" else restore)(ckpt, not a.no_commit)
