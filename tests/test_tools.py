@@ -125,17 +125,19 @@ def test_carry_saves_restores_and_never_goes_back_in_steps(repo, tmp_path_factor
     assert _carry(repo, "restore", ckpt=new).stdout.strip() == "nothing to restore"
 
 
-def test_carry_save_drops_finished_configurations_and_a_corrupt_checkpoint_commits_nothing(repo, tmp_path_factory):
+def test_carry_save_never_drops_an_unrestored_checkpoint_and_a_corrupt_one_commits_nothing(repo, tmp_path_factory):
     ckpt = tmp_path_factory.mktemp("ckpt")
     _ckpt(ckpt / "a.npz", 250)
     _ckpt(ckpt / "b.npz", 250)
     assert _carry(repo, "save", ckpt=ckpt).returncode == 0
-    (ckpt / "a.npz").unlink()  # finished: lib.run removed its checkpoint
-    assert _carry(repo, "save", ckpt=ckpt).returncode == 0
-    assert sorted(p.name for p in (repo / "data/carry/ckpt").iterdir()) == ["b.npz"]
-    assert "a.npz" not in _git(repo, "ls-files")
-    (ckpt / "c.npz").write_bytes(b"not a zip")
     head = _git(repo, "rev-parse", "HEAD")
+    (ckpt / "a.npz").unlink()  # a new machine's folder, before `restore`: saving would lose a.npz
+    r = _carry(repo, "save", ckpt=ckpt)
+    assert r.returncode == 2 and "a.npz" in r.stderr and "restore" in r.stderr and "Traceback" not in r.stderr
+    assert sorted(p.name for p in (repo / "data/carry/ckpt").iterdir()) == ["a.npz", "b.npz"]
+    assert _git(repo, "rev-parse", "HEAD") == head
+    _ckpt(ckpt / "a.npz", 500)
+    (ckpt / "c.npz").write_bytes(b"not a zip")
     r = _carry(repo, "save", ckpt=ckpt)
     assert r.returncode == 2 and r.stderr.startswith("error:") and "c.npz" in r.stderr and "Traceback" not in r.stderr
     assert _git(repo, "rev-parse", "HEAD") == head and not _git(repo, "status", "--porcelain", "data/carry")

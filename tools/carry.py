@@ -10,8 +10,8 @@ and removes the folder. Run from the repository root::
     python tools/carry.py restore [--ckpt DIR]   # copy them into DIR; remove data/carry in a commit
 
 ``DIR`` defaults to ``$LOOPED_SSM_CKPT_DIR`` (else ``.ckpt/``, as ``lib.run``). Every checkpoint is read
-first (an unreadable one is an error and nothing is copied or committed). ``save`` replaces what the
-carry folder held (a configuration that has finished since has no checkpoint, so it is dropped) and
+first (an unreadable one is an error and nothing is copied or committed). ``save`` refuses to run while
+the carry folder holds a checkpoint that DIR lacks (not yet restored: saving would lose it), and
 writes ``data/carry/README.md``, a table of what is carried (configuration, step, CPU seconds).
 ``restore`` never overwrites a checkpoint that is further along (a larger step) than the carried one.
 ``--no-commit``: copy only. Nothing to carry or restore: exit 0, no commit.
@@ -67,23 +67,20 @@ def _readme(rows: list[tuple[str, dict]]) -> str:
 def save(ckpt: Path, commit: bool) -> int:
     found = sorted(ckpt.glob("*.npz")) if ckpt.is_dir() else []
     rows = [(f.name, progress(f)) for f in found]  # all read before anything is written
-    old = sorted((CARRY / "ckpt").glob("*.npz"))
-    if not rows and not old:
+    names = {n for n, _ in rows}
+    unrestored = [f.name for f in sorted((CARRY / "ckpt").glob("*.npz")) if f.name not in names]
+    if unrestored:  # carried from an earlier session and not in DIR: saving would lose them
+        raise ValueError(f"data/carry holds checkpoints that {ckpt} lacks ({', '.join(unrestored)}); "
+                         "run `python tools/carry.py restore` first")
+    if not rows:
         print(f"nothing to carry: no checkpoints in {ckpt}")
         return 0
     (CARRY / "ckpt").mkdir(parents=True, exist_ok=True)
     for f in found:
         _copy(f, CARRY / "ckpt" / f.name)
-    for f in old:
-        if f.name not in {n for n, _ in rows}:
-            f.unlink()  # its configuration has finished: its records are committed
-    if rows:
-        (CARRY / "README.md").write_text(_readme(rows), encoding="utf-8")
-    elif (CARRY / "README.md").exists():
-        (CARRY / "README.md").unlink()
+    (CARRY / "README.md").write_text(_readme(rows), encoding="utf-8")
     subject = (f"carry: {len(rows)} checkpoint(s) in flight: "
-               + "; ".join(f"{n.rsplit('_', 1)[0]} step {p['step']}" for n, p in rows)) if rows else \
-        "carry: no configuration in flight; carried checkpoints removed"
+               + "; ".join(f"{n.rsplit('_', 1)[0]} step {p['step']}" for n, p in rows))
     if commit:
         _git("add", "-A", "--", str(CARRY))
         _git("commit", "-q", "-m", subject, "--only", "--", str(CARRY))
