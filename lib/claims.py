@@ -34,6 +34,7 @@ import pandas as pd
 
 from lib import results as R
 from lib.ssm import paper_ssms, ssm_label, ssm_rank
+from lib.stats import effect_text, signed
 
 #: C1's non-inferiority margin δ (points): looped may lose at most this much to standard
 DELTA = 1.0
@@ -224,8 +225,8 @@ def decidability_text(dec: dict) -> str:
             else f"more than {max(SETS_SEARCHED)}")
     return (f"An interval pooled over {dec['n_sets']} sets of {dec['seeds']} seeds spans about "
             f"±{dec['half_width']:.2f} points, so C1 can read 'holds' only where looped − standard is truly "
-            f"about {dec['holds_above']:+.2f} points or more (the whole interval above −δ = −{DELTA:g}), and "
-            f"'fails' only below about {dec['fails_below']:+.2f}; between, it stays inconclusive. Looped and "
+            f"about {signed(dec['holds_above'])} points or more (the whole interval above −δ = −{DELTA:g}), and "
+            f"'fails' only below about {signed(dec['fails_below'])}; between, it stays inconclusive. Looped and "
             f"standard models that are truly equal would need {sets} data sets of {dec['seeds']} seeds to read "
             f"'holds' at δ = {DELTA:g}.")
 
@@ -476,7 +477,7 @@ def summary_sentence(v: pd.DataFrame) -> str:
         if claim == "C1":  # inconclusive for non-inferiority, yet "no difference" is excluded
             worse = g[(g["verdict"] == "inconclusive") & (g["hi"] < 0) & (g["n_sets"] >= MIN_SETS)]
             if len(worse):
-                parts.append("For " + ", ".join(f"{ssm_label(r.ssm)} ({r.effect:+.2f} [{r.lo:+.2f}, {r.hi:+.2f}])"
+                parts.append("For " + ", ".join(f"{ssm_label(r.ssm)} ({effect_text(r.effect, r.lo, r.hi)})"
                                                 for r in worse.itertuples())
                              + " the whole interval lies below 0: on these sets the looped model is worse than the "
                              f"standard one, but whether by more than δ = {DELTA:g} point is not yet decided.")

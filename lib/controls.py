@@ -34,6 +34,7 @@ import pandas as pd
 from lib import claims as C
 from lib import results as R  # records and stats
 from lib.ssm import ssm_label, ssm_rank
+from lib.stats import effect_text
 
 #: the sets the issue names for the controls (issue 21 §2: SCP1 concat/16, LSST, Handwriting, + one more
 #: set with headroom, chosen by ``control_sets``)
@@ -219,7 +220,7 @@ def control_table(df: pd.DataFrame, profile: str = "budget", *, n_boot: int = C.
 
 
 def _fmt(r) -> str:
-    return f"{r['mean']:+.2f} [{r['lo']:+.2f}, {r['hi']:+.2f}]"
+    return effect_text(r["mean"], r["lo"], r["hi"])
 
 
 def reading(pooled: pd.DataFrame) -> list:

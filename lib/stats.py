@@ -13,7 +13,20 @@ import pandas as pd
 from lib.records import KEY_FIELDS, with_key_columns
 
 __all__ = ["select", "summarize", "best_by_validation", "paired_differences", "per_dataset_comparison",
-           "depth_policies", "bootstrap_ci"]
+           "depth_policies", "bootstrap_ci", "MINUS", "signed", "effect_text"]
+
+#: the minus sign the book prints (U+2212), as vega's d3-format does in the charts; a hyphen is not a minus
+MINUS = "\u2212"
+
+
+def signed(x: float, digits: int = 2) -> str:
+    """``x`` in points with its sign, as the book prints a difference: ``+1.25``, ``−0.40``."""
+    return f"{x:+.{digits}f}".replace("-", MINUS)
+
+
+def effect_text(mean: float, lo: float, hi: float, digits: int = 2) -> str:
+    """A difference with its interval, as the book prints it: ``−1.64 [−3.03, −0.08]``."""
+    return f"{signed(mean, digits)} [{signed(lo, digits)}, {signed(hi, digits)}]"
 
 # --------------------------------------------------------------------------------------------
 # selections and summaries

@@ -216,9 +216,24 @@ TABLE_WIDTH_PX = 680
 _CHAR_PX, _CELL_PX = 9.2, 18
 
 
+def _cell_text(v) -> str:
+    """One table item as text; a negative number with a true minus sign (``lib.stats.MINUS``), as the
+    charts' d3-format and ``lib.stats.signed`` print it."""
+    import numbers
+
+    from lib.stats import MINUS
+
+    if v is None:
+        return ""
+    t = str(v)
+    if isinstance(v, numbers.Real) and not isinstance(v, bool) and t.startswith("-"):
+        t = MINUS + t[1:]
+    return t
+
+
 def _cell_texts(value) -> list[str]:
     items = list(value) if isinstance(value, (list, tuple)) else [value]
-    return ["" if v is None else str(v) for v in items]
+    return [_cell_text(v) for v in items]
 
 
 def _words(text: str) -> list:

@@ -381,3 +381,21 @@ def test_api_commands_are_copyable(html_dir):
             f"api.html: no code line starts with `python -m lib.{module}`")
     for line in lines:
         assert line.count("python -m ") <= 1, f"api.html: two commands on one line: {line!r}"
+
+
+# Numbers are printed with a minus sign ---------------------------------------------------------------
+def test_prose_and_tables_print_negative_numbers_with_a_minus_sign(html_dir):
+    """A negative number the pages print (verdicts, intervals, table cells) uses U+2212, as the charts'
+    d3-format does: ``lib.stats.signed`` / ``effect_text`` and ``lib.viz.table`` write it. Code, scripts
+    and TeX are what a reader copies or MathJax reads, and keep their hyphen."""
+    import html as html_lib
+
+    problems = []
+    for page_path in sorted((html_dir / "chapters").glob("*.html")) + [html_dir / "index.html"]:
+        page = page_path.read_text(encoding="utf-8")
+        page = re.sub(r"<(script|pre|code|style|textarea)\b[^>]*>.*?</\1>", " ", page, flags=re.S)
+        text = html_lib.unescape(re.sub(r"<[^>]+>", " ", page))
+        text = re.sub(r"\\\(.*?\\\)|\\\[.*?\\\]|\$\$.*?\$\$", " ", text, flags=re.S)  # TeX for MathJax
+        hits = re.findall(r".{0,30}(?<![\w.\-])-\d+(?:\.\d+)?\b.{0,10}", text)
+        problems += [f"{page_path.name}: {h.strip()!r}" for h in hits[:5]]
+    assert not problems, "numbers printed with a hyphen-minus:\n" + "\n".join(problems)

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from lib import claims as C
+from lib import results as R
 from tests.test_results import make_record
 
 SEEDS = (2345, 3456, 4567, 5678, 6789)
@@ -168,7 +169,7 @@ def test_summary_sentence_says_when_an_inconclusive_c1_still_excludes_no_differe
         dict(claim="C1", ssm="lru", verdict="inconclusive", effect=-1.2, lo=-2.7, hi=0.4, n_sets=4, sets="A, B, C, D", flagged=""),
         dict(claim="C1", ssm="lrcssm", verdict="inconclusive", effect=-3.0, lo=-4.0, hi=-2.0, n_sets=1, sets="A", flagged="")])
     text = C.summary_sentence(rows)
-    assert "For S5 (-1.60 [-3.00, -0.10]) the whole interval lies below 0" in text
+    assert "For S5 (\u22121.60 [\u22123.00, \u22120.10]) the whole interval lies below 0" in text  # a true minus
     assert "LRU (" not in text and "LrcSSM (" not in text  # reaches 0; too few sets to pool
     assert "inconclusive for LRU, S5, LrcSSM." in text  # registry order, not the labels' alphabet
 
@@ -226,7 +227,7 @@ def test_c1_decidability_says_what_a_complete_grid_can_decide():
     assert math.isnan(none["half_width"]) and none["sets_needed"] is None
     # the words both pages print come from the same numbers
     text = C.decidability_text(noisy)
-    assert f"±{hw:.2f}" in text and f"{hw - C.DELTA:+.2f}" in text and f"{-C.DELTA - hw:+.2f}" in text
+    assert f"±{hw:.2f}" in text and R.signed(hw - C.DELTA) in text and R.signed(-C.DELTA - hw) in text
     assert f"at most {need} data sets" in text or f"and at most {need} data sets" in text
     assert C.decidability_text(none) == ""
     assert f"more than {max(C.SETS_SEARCHED)}" in C.decidability_text(dict(noisy, sets_needed=None))

@@ -120,7 +120,7 @@ def test_the_reading_follows_the_numbers():
     # tied − looped = +2, tied − standard = +3 on every seed: both intervals exclude 0
     assert "cannot be placed: its intervals against both models exclude 0" in text
     assert "C1 holds (looped − standard +0.50" in text
-    assert "hurts the looped model (-3.00" in text
+    assert "hurts the looped model (\u22123.00" in text  # a true minus sign
     assert "indicative only" not in text  # three sets
     # one sentence group per SSM, in registry order, with the name the pages print
     two = pd.concat([_records(), _records().assign(ssm="lru")])

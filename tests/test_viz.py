@@ -67,6 +67,19 @@ def test_a_table_prints_its_ssm_column_with_the_registry_labels():
     assert "<th>ssm</th>" in as_code and "<code>linoss-im</code>" in as_code
 
 
+def test_a_table_prints_negative_numbers_with_a_minus_sign_and_leaves_text_alone():
+    import numpy as np
+
+    from lib.stats import MINUS, effect_text, signed
+
+    df = pd.DataFrame({"name": ["-x", "y"], "d": [-1.5, 2.0], "n": [np.int64(-3), 4], "r": [[15.2, -21.4], [0.25]]})
+    out = viz.table(df).data
+    assert f"<td>{MINUS}1.5</td>" in out and f"<td>{MINUS}3</td>" in out and f"15.2<br>{MINUS}21.4" in out
+    assert "<td>-x</td>" in out and "-1.5" not in out  # a name stays as typed; no number keeps a hyphen
+    assert signed(-0.404) == f"{MINUS}0.40" and signed(1.25) == "+1.25" and signed(0.0) == "+0.00"
+    assert effect_text(-1.64, -3.03, 0.08) == f"{MINUS}1.64 [{MINUS}3.03, +0.08]"
+
+
 def test_a_no_break_space_keeps_words_together_in_the_width_estimate():
     """``column_groups`` sizes a column by its longest unbreakable word; the browser does not break at a
     no-break space, so neither may the estimate (``str.split`` would)."""
