@@ -12,6 +12,8 @@ Nothing here defines a layer; every function takes the layers of ``lib.ssm`` thr
   ``r_min, r_max``, S5's step range ``dt_min, dt_max``, LinOSS's step Δt, LrcSSM's ``step``.
   ``timescale_knob`` says which value it uses.
 * ``eigen_timescale(layer)`` — the median timescale −1/log|λ| of a linear layer's eigenvalues.
+* ``state_timescales(model, X)`` — the timescale of every state of a trained model: −1/log|λ| for the
+  linear layers, −1/log J along its trajectories on the cases ``X`` for LrcSSM.
 * ``decay_time(envelope)`` — the first lag at which an impulse-response envelope falls below 1/e of its peak.
 * ``scan_gap(layer, u)`` — max |parallel − sequential| of a layer on ``u`` (the check that the associative
   scan computes the recurrence).
@@ -112,10 +114,35 @@ def eigen_timescale(layer, *, tol: float = 1e-6) -> float:
     """
     if not hasattr(layer, "eigenvalues"):
         return math.nan
-    radius = np.abs(np.asarray(layer.eigenvalues(), np.complex128))
+    return float(np.median(_timescales(layer.eigenvalues(), tol)))
+
+
+def _timescales(keep, tol: float) -> np.ndarray:
+    """−1/ln|keep|, the steps until |keep|^k = 1/e; ``inf`` where |keep| ≥ 1 − ``tol``."""
+    radius = np.abs(np.asarray(keep, np.complex128)).ravel()
     with np.errstate(divide="ignore"):
-        tau = np.where(radius < 1.0 - tol, -1.0 / np.log(np.minimum(radius, 1.0 - tol)), np.inf)
-    return float(np.median(tau))
+        return np.where(radius < 1.0 - tol, -1.0 / np.log(np.minimum(radius, 1.0 - tol)), np.inf)
+
+
+def state_timescales(model, X=None, *, tol: float = 1e-6) -> np.ndarray:
+    """How long every state of a trained model remembers, in steps: −1/ln of the share of itself a state
+    keeps per step, one entry per state of every SSM layer, ``inf`` where nothing decays.
+
+    For the linear layers the share is |λ| of each mode of every unique block (``layer.eigenvalues()``; the
+    cases ``X`` are not needed). LrcSSM's Jacobian depends on its input, so there it is each state's
+    median over the cases and steps of ``X`` (``(batch, T, in_features)``) of its diagonal Jacobian J_t
+    (``LrcSSM.state_jacobian``), in every block application, on what that application's layer reads
+    (``model.ssm_inputs``): one entry per state and application. ``model`` in eval mode.
+    """
+    layers = [block.ssm for block in model.blocks]
+    if all(hasattr(layer, "eigenvalues") for layer in layers):
+        return _timescales(np.concatenate([np.asarray(layer.eigenvalues()) for layer in layers]), tol)
+    if X is None:
+        raise ValueError("an LrcSSM state's memory depends on its input: pass the cases X")
+    inputs = model.ssm_inputs(jnp.asarray(X, jnp.float32))
+    keep = [np.median(np.asarray(model.blocks[j].ssm.state_jacobian(u)).reshape(-1, model.config.state), axis=0)
+            for j, u in zip(model.schedule(), inputs)]
+    return _timescales(np.concatenate(keep), tol)
 
 
 def decay_time(envelope) -> float:

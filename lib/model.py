@@ -192,10 +192,13 @@ class SSMBlock(nnx.Module):
         self.dropout = nnx.Dropout(rate, rngs=rngs)
         self.mode = cfg.mode
 
+    def ssm_input(self, x, cycle: int = 0):
+        """What this block's SSM layer reads when the hidden sequence ``x`` enters it: ``Norm(x)``."""
+        return _apply_norm(self.norm, x, cycle)
+
     def __call__(self, x, cycle: int = 0):
         skip = x
-        x = _apply_norm(self.norm, x, cycle)
-        x = self.ssm(x, mode=self.mode)
+        x = self.ssm(self.ssm_input(x, cycle), mode=self.mode)
         x = self.dropout(jax.nn.gelu(x))
         x = self.W1(x) * jax.nn.sigmoid(self.W2(x))
         x = self.dropout(x)
@@ -215,8 +218,12 @@ class LrcBlock(nnx.Module):
         self.dropout = nnx.Dropout(ssm_spec(cfg.ssm).dropout if cfg.dropout is None else cfg.dropout, rngs=rngs)
         self.mode = cfg.mode
 
+    def ssm_input(self, h, cycle: int = 0):
+        """What this block's LRC layer reads when the hidden sequence ``h`` enters it: ``LN(h)``."""
+        return _apply_norm(self.norm1, h, cycle)
+
     def __call__(self, h, cycle: int = 0):
-        h = _apply_norm(self.norm1, h, cycle)
+        h = self.ssm_input(h, cycle)
         x = self.ssm(h, mode=self.mode)
         x = _apply_norm(self.norm2, x + h, cycle)
         return self.dropout(self.mlp(x)) + x
@@ -307,6 +314,16 @@ class LoopedClassifier(nnx.Module):
         (h, rest), outs = jax.lax.scan(cycle, (h0, rest), jnp.arange(loops))
         nnx.update(self.blocks, rest)
         return h, (list(outs.reshape((loops * k,) + outs.shape[2:])) if keep else [])
+
+    def ssm_inputs(self, x, loops: int | None = None):
+        """What the SSM layer of every application reads: ``(blocks·loops, batch, T, hidden)``, its block's
+        norm of the hidden sequence entering it (plus the encoded input, where the model injects it).
+        Use in eval mode: in training mode the norms would update their statistics once more."""
+        h0 = self.encoder(x)
+        entering = [h0, *self.iterates(x, loops)[:-1]]
+        k, inject = len(self.blocks), self.config.input_injection
+        return jnp.stack([self.blocks[j].ssm_input(h + h0 if inject and i > 0 else h, cycle=i // k)
+                          for i, (j, h) in enumerate(zip(self.schedule(loops), entering))])
 
     def readout(self, h):
         """The head: mean over time, then linear (LrcSSM: per-timestep MLP, then mean over time)."""

@@ -78,3 +78,23 @@ def test_time_call():
 
 def test_no_kernel_widgets_outside_a_kernel():
     assert viz.has_kernel_widgets() is False
+
+
+def test_state_timescales_of_a_trained_model_read_every_state():
+    """Linear layers: −1/ln|λ| of every mode of every unique block, no data needed. LrcSSM: one entry per
+    state and application, from the median of its Jacobian; it refuses to guess without the cases."""
+    import lib
+
+    kw = dict(hidden=H, state=P, in_features=3, num_classes=2, seed=0)
+    m = lib.build_model(ssm="lru", blocks=2, loops=3, **kw)
+    lam = np.concatenate([np.abs(np.asarray(b.ssm.eigenvalues())) for b in m.blocks])
+    np.testing.assert_allclose(layers_view.state_timescales(m), -1 / np.log(lam), rtol=1e-5)  # float32 |λ|
+    lrc = lib.build_model(ssm="lrcssm", blocks=1, loops=3, mode="sequential", **kw)
+    lrc.eval()
+    X = np.random.default_rng(0).normal(size=(5, 30, 3)).astype(np.float32)
+    tau = layers_view.state_timescales(lrc, X)
+    inputs = lrc.ssm_inputs(X)
+    J0 = np.median(np.asarray(lrc.blocks[0].ssm.state_jacobian(inputs[0])).reshape(-1, P), axis=0)
+    assert tau.shape == (3 * P,) and np.allclose(tau[:P], -1 / np.log(J0), rtol=1e-6)
+    with pytest.raises(ValueError, match="depends on its input"):
+        layers_view.state_timescales(lrc)

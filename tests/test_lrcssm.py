@@ -149,3 +149,32 @@ def test_sequential_vjp_by_hand_matches_autodiff(factor):
         assert scale > 0, name
         assert float(jnp.max(jnp.abs(a - b))) <= 1e-4 * scale, name
     assert float(jnp.max(jnp.abs(by_hand[1] - auto[1]))) <= 1e-4 * float(jnp.max(jnp.abs(auto[1])))
+
+
+def test_state_jacobian_is_the_cells_derivative_along_its_trajectory():
+    """``state_jacobian`` is ∂x_t/∂x_{t−1} at the states the sequential solve reaches: a central finite
+    difference of ``cell`` there agrees (float64 would be exact; float32 to ~1e-3)."""
+    from lib.ssm.lrcssm import _scan_cells, _shift
+
+    layer = make_ssm("lrcssm", 8, 8, rngs=nnx.Rngs(3))
+    _scaled(layer, 3.0)  # away from init, where every state looks alike
+    u = _inputs((2, 40, 8))
+    J = np.asarray(layer.state_jacobian(u))
+    p = layer.params()
+    drive = sensory(p, u)
+    x_prev = _shift(_scan_cells(p, drive, layer.step))
+    h = 1e-2
+    fd = (cell(p, x_prev + h, *drive, layer.step) - cell(p, x_prev - h, *drive, layer.step)) / (2 * h)
+    assert J.shape == (2, 40, 8)
+    np.testing.assert_allclose(J, np.asarray(fd), atol=2e-3)
+    assert J.std() > 1e-2  # the scaled cell's states differ: the check is not of a constant
+
+
+def test_every_state_starts_with_a_memory_of_a_few_steps():
+    """At the peers' init ε = σ(k x + β) ≈ ½ and a ≈ −½, so J ≈ 1 − ¼ for every state: −1/ln J of 3–4
+    steps (what the Experiments chapter's table of trained memories is read against)."""
+    for seed in range(3):
+        J = np.asarray(make_ssm("lrcssm", 64, 64, rngs=nnx.Rngs(seed)).state_jacobian(_inputs((4, 200, 64), seed)))
+        assert abs(np.median(J) - 0.75) < 0.02
+        assert 0.55 < J.min() and J.max() < 0.9  # no state starts slow
+        assert 3.0 < -1 / np.log(np.median(J)) < 4.0

@@ -70,6 +70,27 @@ def test_schedule_and_iterates():
     np.testing.assert_allclose(m.readout(states[-1]), m(_x()), atol=1e-6)
 
 
+@pytest.mark.parametrize("ssm", ["lru", "lrcssm"])
+@pytest.mark.parametrize("inject", [False, True])
+def test_ssm_inputs_are_what_each_application_s_layer_reads(ssm, inject):
+    """``ssm_inputs`` gives, per application, exactly the array the SSM layer is called with in a forward
+    pass (recorded here by wrapping each block's layer), for both block kinds and with input injection."""
+    m = _model(ssm, 2, 3, input_injection=inject)
+    m.eval()
+    x = _x(T=24)
+    seen = []
+    for block in m.blocks:
+        layer = block.ssm
+        call = type(layer).__call__
+        block.ssm.__class__ = type("Recorded", (type(layer),), {
+            "__call__": lambda self, u, mode="parallel", _call=call: (seen.append(np.asarray(u)), _call(self, u, mode))[1]})
+    m(x)
+    forward = list(seen)  # what the forward pass fed its layers (ssm_inputs runs one more below)
+    got = np.asarray(m.ssm_inputs(x))
+    assert got.shape == (6, 4, 24, H) and len(forward) == 6
+    np.testing.assert_allclose(got, np.stack(forward), atol=1e-6)
+
+
 def test_test_time_depth():
     m = _model("s5", 1, 4)
     m.eval()

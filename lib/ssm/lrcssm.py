@@ -173,6 +173,20 @@ def solve(p, u, *, mode, step, iters, tol):
     return solve_sequential(p, drive, step)
 
 
+@partial(jax.jit, static_argnames=("step",))
+def state_jacobian(p, u, *, step):
+    """diag ∂x_t/∂x_{t−1} of the cell along the states that the inputs ``u`` drive, shape (..., T, P).
+
+    The cell is elementwise in x, so the JVP along ones is the whole diagonal. J is the share of a state
+    that one step keeps: a state whose J stays near j forgets all but 1/e of itself in about −1/ln j steps,
+    its memory timescale (for a linear layer, −1/ln|λ|). At the peers' init J ≈ 1 + ε·a ≈ 1 − ½·½, so every
+    state starts with a memory of about 3–4 steps (``tests/test_lrcssm.py``)."""
+    p, u = jax.lax.stop_gradient((p, u))
+    drive = sensory(p, u)
+    x_prev = _shift(_scan_cells(p, drive, step))
+    return jax.jvp(lambda y: cell(p, y, *drive, step), (x_prev,), (jnp.ones_like(x_prev),))[1]
+
+
 @partial(jax.jit, static_argnames=("step", "iters"))
 def residuals(p, u, *, step, iters):
     """max |x^(i) - x_seq| for the iterates x^(0) = 0, ..., x^(iters), without gradients."""
@@ -220,6 +234,10 @@ class LrcSSM(nnx.Module):
     def __call__(self, u, mode: str = "parallel"):
         x = self.states(u, mode)
         return x if self.C is None else x @ self.C[...].T
+
+    def state_jacobian(self, u):
+        """diag ∂x_t/∂x_{t−1} along the states the inputs ``u`` drive (``state_jacobian``): ``(..., T, state)``."""
+        return state_jacobian(self.params(), check_input(u, self.hidden), step=self.step)
 
     def newton_residual(self, u, iters: int | None = None):
         """max |x^(i) - x_seq| over all entries, for i = 0 .. iters (default ``newton_iters``)."""
