@@ -28,6 +28,7 @@ def effect_text(mean: float, lo: float, hi: float, digits: int = 2) -> str:
     """A difference with its interval, as the book prints it: ``−1.64 [−3.03, −0.08]``."""
     return f"{signed(mean, digits)} [{signed(lo, digits)}, {signed(hi, digits)}]"
 
+
 # --------------------------------------------------------------------------------------------
 # selections and summaries
 # --------------------------------------------------------------------------------------------
