@@ -81,6 +81,12 @@ def cell(p, x, Wf_su, Wz_su, step=1.0):
     return x + eps * (a * x + b)
 
 
+def cell_and_jacobian(p, x_prev, Wf_su, Wz_su, step=1.0):
+    """``f(x_{t-1}, u_t)`` and its diagonal Jacobian ∂f/∂x_{t-1} for all t at once: f is elementwise in x,
+    so the JVP along ones is exactly the diagonal."""
+    return jax.jvp(lambda y: cell(p, y, Wf_su, Wz_su, step), (x_prev,), (jnp.ones_like(x_prev),))
+
+
 # ---- solvers (drive = sensory(p, u); states (..., T, P)) ----------------------------------------
 def _scan_cells(p, drive, step):
     def body(x, d):
@@ -119,7 +125,7 @@ def _solve_sequential_bwd(step, res, g):
     p, drive, xs = res
     x_prev = _shift(xs)
     f = lambda p, d: cell(p, x_prev, *d, step)  # noqa: E731  all t at once
-    _, J = jax.jvp(lambda x: cell(p, x, *drive, step), (x_prev,), (jnp.ones_like(x_prev),))
+    _, J = cell_and_jacobian(p, x_prev, *drive, step)
 
     def back(carry, jg):  # carry = J_{t+1} λ_{t+1}
         lam = carry + jg[1]  # λ_t = J_{t+1} λ_{t+1} + g_t
@@ -137,8 +143,7 @@ solve_sequential.defvjp(_solve_sequential_fwd, _solve_sequential_bwd)
 def newton_step(p, drive, x, step, fixed_jacobian=False):
     """One DEER step from the trajectory guess ``x``: returns the next guess."""
     x_prev = _shift(x)
-    # f is elementwise in x, so the JVP along ones is exactly diag(∂f/∂x).
-    fx, J = jax.jvp(lambda y: cell(p, y, *drive, step), (x_prev,), (jnp.ones_like(x_prev),))
+    fx, J = cell_and_jacobian(p, x_prev, *drive, step)
     if fixed_jacobian:
         J = jax.lax.stop_gradient(J)
     x = linear_recurrence(J, fx - J * x_prev, mode="parallel")
@@ -177,14 +182,13 @@ def solve(p, u, *, mode, step, iters, tol):
 def state_jacobian(p, u, *, step):
     """diag ∂x_t/∂x_{t−1} of the cell along the states that the inputs ``u`` drive, shape (..., T, P).
 
-    The cell is elementwise in x, so the JVP along ones is the whole diagonal. J is the share of a state
-    that one step keeps: a state whose J stays near j forgets all but 1/e of itself in about −1/ln j steps,
-    its memory timescale (for a linear layer, −1/ln|λ|). At the peers' init J ≈ 1 + ε·a ≈ 1 − ½·½, so every
-    state starts with a memory of about 3–4 steps (``tests/test_lrcssm.py``)."""
+    J is the share of a state that one step keeps: a state whose J stays near j forgets all but 1/e of
+    itself in about −1/ln j steps, its memory timescale (for a linear layer, −1/ln|λ|). At the peers' init
+    J ≈ 1 + ε·a ≈ 1 − ½·½, so every state starts with a memory of about 3–4 steps (``tests/test_lrcssm.py``)."""
     p, u = jax.lax.stop_gradient((p, u))
     drive = sensory(p, u)
     x_prev = _shift(_scan_cells(p, drive, step))
-    return jax.jvp(lambda y: cell(p, y, *drive, step), (x_prev,), (jnp.ones_like(x_prev),))[1]
+    return cell_and_jacobian(p, x_prev, *drive, step)[1]
 
 
 @partial(jax.jit, static_argnames=("step", "iters"))
