@@ -480,7 +480,7 @@ def summary_sentence(v: pd.DataFrame) -> str:
                 parts.append("For " + ", ".join(f"{ssm_label(r.ssm)} ({effect_text(r.effect, r.lo, r.hi)})"
                                                 for r in worse.itertuples())
                              + " the whole interval lies below 0: on these sets the looped model is worse than the "
-                             f"standard one, but whether by more than δ = {DELTA:g} point is not yet decided.")
+                             f"standard one, but whether by more than δ = {DELTA:g} point is not decided on these sets.")
     sets = sorted({s for x in v["sets"] for s in x.split(", ") if s})
     who = {}  # "set (flag)" -> SSM -> the claims whose comparisons on it are flagged
     for x, ssm, claim in zip(v["flagged"], v["ssm"], v["claim"]):
